@@ -1,0 +1,4 @@
+export * from "./api.js";
+export * from "./model.js";
+export * from "./spiffe.js";
+export * from "./visibility.js";
