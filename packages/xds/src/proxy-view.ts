@@ -1,0 +1,102 @@
+// A proxy's view: the few facts about a connected proxy that decide which config it receives.
+// Taken from the node of the stream's FIRST request (gRPC clients send the node only once).
+
+export type ProxyKind = "sidecar" | "grpc" | "gateway";
+export type InterceptionMode = "REDIRECT" | "TPROXY" | "NONE";
+
+export interface ProxyView {
+  /** The node id as sent. */
+  id: string;
+  kind: ProxyKind;
+  namespace: string;
+  serviceAccount?: string;
+  labels: Readonly<Record<string, string>>;
+  workloadName?: string;
+  /** Instance IPs (from INSTANCE_IPS, else the node id's IP field). */
+  ips: readonly string[];
+  interceptionMode: InterceptionMode;
+  autoRegisterGroup?: string;
+  /** Envoy uses DELTA_GRPC or GRPC; informational. */
+  cluster?: string;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+}
+
+/** The xDS `Node` message in the shape grpc/protobufjs hand it to us (snake_case, Struct already plain). */
+export interface XdsNode {
+  id?: string;
+  cluster?: string;
+  metadata?: Record<string, unknown>;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  user_agent_name?: string;
+}
+
+export class ProxyViewError extends Error {}
+
+function str(v: unknown): string | undefined {
+  return typeof v === "string" && v !== "" ? v : undefined;
+}
+
+function parseLabels(v: unknown): Record<string, string> {
+  if (v && typeof v === "object" && !Array.isArray(v)) {
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(v)) if (typeof val === "string") out[k] = val;
+    return out;
+  }
+  // Istio also accepts LABELS as a JSON string in env-style bootstraps.
+  if (typeof v === "string" && v.trim().startsWith("{")) {
+    try {
+      return parseLabels(JSON.parse(v));
+    } catch {
+      return {};
+    }
+  }
+  return {};
+}
+
+function parseIps(v: unknown): string[] {
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === "string" && x !== "");
+  if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter(Boolean);
+  return [];
+}
+
+/**
+ * Istio's node id `TYPE~IP~POD_NAME.NAMESPACE~NAMESPACE.svc.DOMAIN` (TYPE sidecar|router) or any other id
+ * (a proxyless gRPC client's). Metadata keys win over what the id implies.
+ */
+export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
+  if (!node || !node.id) throw new ProxyViewError("the first request on a stream must carry node.id");
+  const md = node.metadata ?? {};
+  const parts = node.id.split("~");
+  const istioForm = parts.length === 4 && (parts[0] === "sidecar" || parts[0] === "router");
+  const idNamespace = istioForm ? parts[3]!.split(".")[0] : undefined;
+  const idName = istioForm ? parts[2]!.split(".")[0] : undefined;
+  const idIp = istioForm ? parts[1] : undefined;
+
+  const kindMeta = str(md.PROXY_KIND) ?? str(md.VMPILOT_PROXY_KIND);
+  let kind: ProxyKind;
+  if (kindMeta === "sidecar" || kindMeta === "grpc" || kindMeta === "gateway") kind = kindMeta;
+  else if (istioForm) kind = parts[0] === "router" ? "gateway" : "sidecar";
+  else kind = "grpc";
+
+  const namespace = str(md.NAMESPACE) ?? idNamespace ?? "default";
+  const ips = parseIps(md.INSTANCE_IPS);
+  if (ips.length === 0 && idIp) ips.push(idIp);
+  const mode = str(md.INTERCEPTION_MODE);
+  const view: ProxyView = {
+    id: node.id,
+    kind,
+    namespace,
+    labels: parseLabels(md.LABELS),
+    ips,
+    interceptionMode: mode === "TPROXY" || mode === "NONE" ? mode : kind === "sidecar" ? "REDIRECT" : "NONE",
+  };
+  const sa = str(md.SERVICE_ACCOUNT);
+  if (sa) view.serviceAccount = sa;
+  const wl = str(md.WORKLOAD_NAME) ?? idName;
+  if (wl) view.workloadName = wl;
+  const group = str(md.AUTO_REGISTER_GROUP);
+  if (group) view.autoRegisterGroup = group;
+  if (node.cluster) view.cluster = node.cluster;
+  if (node.locality) view.locality = node.locality;
+  return view;
+}
