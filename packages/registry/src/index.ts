@@ -2,3 +2,4 @@ export * from "./api.js";
 export * from "./model.js";
 export * from "./spiffe.js";
 export * from "./visibility.js";
+export * from "./consul/index.js";

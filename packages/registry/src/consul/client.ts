@@ -1,0 +1,113 @@
+// The two reads the source needs, over the `consul` npm client, returning body plus the blocking-query headers.
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import Consul from "consul";
+import { consulDuration, type ResolvedConsulOptions } from "./config.js";
+import type { ConsulHealthEntry } from "./convert.js";
+import type { QueryMeta, QueryResult } from "./watch.js";
+
+/** `/v1/catalog/services`: service name -> tags. */
+export type CatalogServices = Record<string, string[]>;
+
+/** An HTTP error answer from Consul (as opposed to a connection failure). */
+export function consulStatusCode(err: unknown): number | undefined {
+  const e = err as { response?: { statusCode?: unknown } } | undefined;
+  const code = e?.response?.statusCode;
+  return typeof code === "number" ? code : undefined;
+}
+
+export class ConsulHttp {
+  private readonly consul: Consul;
+  private readonly agent: HttpAgent | HttpsAgent;
+
+  constructor(
+    private readonly opts: ResolvedConsulOptions,
+    private readonly token: () => string | undefined,
+  ) {
+    const url = new URL(opts.address);
+    const tls = opts.tls;
+    const tlsOptions =
+      url.protocol === "https:"
+        ? {
+            ca: tls?.caFile ? readFileSync(tls.caFile) : undefined,
+            cert: tls?.certFile ? readFileSync(tls.certFile) : undefined,
+            key: tls?.keyFile ? readFileSync(tls.keyFile) : undefined,
+            servername: tls?.serverName,
+          }
+        : {};
+    // Our own agent so keep-alive sockets are ours to close on stop, and TLS material is bound to it.
+    this.agent = url.protocol === "https:" ? new HttpsAgent({ keepAlive: true, ...tlsOptions }) : new HttpAgent({ keepAlive: true });
+    // baseUrl, agent and the TLS options are documented constructor options of the client (passed on to papi)
+    // that its type declarations leave out.
+    const clientOptions = { baseUrl: `${opts.address}/v1`, agent: this.agent, ...tlsOptions } as unknown as ConstructorParameters<typeof Consul>[0];
+    this.consul = new Consul(clientOptions);
+  }
+
+  destroy(): void {
+    this.agent.destroy();
+  }
+
+  catalogServices(index: number, signal: AbortSignal): Promise<QueryResult<CatalogServices>> {
+    return this.read((o) => this.consul.catalog.service.list(o as never), {}, index, signal) as Promise<QueryResult<CatalogServices>>;
+  }
+
+  /** All instances, whatever their health (`passing=false`): health travels with the endpoint. */
+  healthService(name: string, index: number, signal: AbortSignal): Promise<QueryResult<ConsulHealthEntry[]>> {
+    return this.read((o) => this.consul.health.service(o as never), { service: name, passing: false }, index, signal) as Promise<
+      QueryResult<ConsulHealthEntry[]>
+    >;
+  }
+
+  private async read(
+    call: (options: Record<string, unknown>) => Promise<unknown>,
+    base: Record<string, unknown>,
+    index: number,
+    signal: AbortSignal,
+  ): Promise<QueryResult<unknown>> {
+    if (signal.aborted) throw new Error("aborted");
+    // The client aborts a request when its ctx emits `cancel`, and returns [response, body] with includeResponse.
+    const ctx = Object.assign(new EventEmitter(), { includeResponse: true });
+    const cancel = () => ctx.emit("cancel");
+    signal.addEventListener("abort", cancel, { once: true });
+    const o = this.opts;
+    const blocking = index > 0;
+    const options: Record<string, unknown> = {
+      ...base,
+      ctx,
+      // Consul adds up to wait/16 of jitter to a blocking query; the rest is transfer time.
+      timeout: (blocking ? o.wait + o.wait / 16 : 0) + o.requestTimeout,
+    };
+    if (blocking) {
+      options.index = String(index);
+      options.wait = consulDuration(o.wait);
+    }
+    if (o.datacenter) options.dc = o.datacenter;
+    if (o.stale) options.stale = true;
+    const token = this.token();
+    if (token) options.token = token;
+    try {
+      const [res, body] = (await call(options)) as [{ headers: Record<string, string | string[] | undefined> }, unknown];
+      return { body, meta: queryMeta(res.headers) };
+    } finally {
+      signal.removeEventListener("abort", cancel);
+    }
+  }
+}
+
+function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function queryMeta(h: Record<string, string | string[] | undefined>): QueryMeta {
+  const index = Number(header(h, "x-consul-index"));
+  if (!Number.isFinite(index)) throw new Error("Consul answered without X-Consul-Index: not a blocking-capable endpoint");
+  return {
+    index,
+    knownLeader: header(h, "x-consul-knownleader") !== "false",
+    lastContact: Number(header(h, "x-consul-lastcontact") ?? 0) || 0,
+    filteredByAcls: header(h, "x-consul-results-filtered-by-acls") === "true",
+  };
+}

@@ -1,0 +1,288 @@
+// The Consul catalog as a registry source: a blocking watch on the service list, one on each service's health,
+// each answer converted and kept. Errors never remove anything: the last good catalog stays, marked stale.
+import { EventEmitter } from "node:events";
+import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import type { ConfigProblem, Endpoint, Service, SourceState, SourceStatus, RegistrySource } from "../model.js";
+import { ConsulHttp, consulStatusCode, type CatalogServices } from "./client.js";
+import { resolveConsulOptions, type ConsulSourceOptions, type ResolvedConsulOptions } from "./config.js";
+import { convertConsulService, isRoutableConsulService, type ConsulHealthEntry, type ConvertedService } from "./convert.js";
+import { BlockingWatch, type QueryResult } from "./watch.js";
+
+/** Minimal logger (winston's Logger fits). */
+export interface ConsulLogger {
+  info(message: string): unknown;
+  warn(message: string): unknown;
+  debug(message: string): unknown;
+}
+
+const silent: ConsulLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
+
+const CATALOG_KEY = "catalog/services";
+const healthKey = (name: string) => `health/service/${name}`;
+
+interface ServiceEntry {
+  watch: BlockingWatch<ConsulHealthEntry[]>;
+  /** Undefined until the first answer; `null` once converted to nothing (not a destination). */
+  converted?: ConvertedService | null;
+  fingerprint?: string;
+}
+
+export class ConsulSource extends EventEmitter implements RegistrySource {
+  readonly name = "consul";
+  readonly options: ResolvedConsulOptions;
+  private readonly log: ConsulLogger;
+  private http: ConsulHttp | undefined;
+  private catalogWatch: BlockingWatch<CatalogServices> | undefined;
+  private readonly services = new Map<string, ServiceEntry>();
+  /** Watch key -> current failure (removed on the next success). */
+  private readonly failures = new Map<string, { message: string; status?: number }>();
+  private readonly filteredByAcls = new Set<string>();
+  private catalogIndex = 0;
+  private catalogSeen = false;
+  private synced = false;
+  private lastError: string | undefined;
+  private token: string | undefined;
+  private tokenProblem: string | undefined;
+  private running = false;
+  private firstOutcome: (() => void) | undefined;
+  private cached: SourceState | undefined;
+  private metaFingerprint = "";
+  private emitScheduled = false;
+
+  constructor(options: ConsulSourceOptions, logger?: ConsulLogger) {
+    super();
+    this.options = resolveConsulOptions(options);
+    this.log = logger ?? silent;
+  }
+
+  /**
+   * Resolves after the first full sync or the first failure, whichever comes first; never rejects because Consul is
+   * unreachable (the source keeps retrying and `status.synced` says where it is). Throws only on bad local settings
+   * (unreadable TLS files).
+   */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    const outcome = new Promise<void>((resolve) => (this.firstOutcome = resolve));
+    this.http = new ConsulHttp(this.options, () => this.token);
+    this.catalogWatch = new BlockingWatch<CatalogServices>(
+      CATALOG_KEY,
+      (index, signal) => this.http!.catalogServices(index, signal),
+      { result: (r) => this.onCatalog(r), error: (e, n) => this.onError(CATALOG_KEY, e, n) },
+      this.options,
+    );
+    const { tokenFile } = this.options;
+    if (tokenFile) {
+      // Stat polling survives atomic replaces and ..data symlink swaps, which inotify on the file itself does not.
+      watchFile(tokenFile, { interval: this.options.tokenFilePollInterval, persistent: false }, () => this.reloadToken());
+      this.readToken();
+    }
+    if (tokenFile && this.token === undefined) {
+      // Without its token an ACL-enabled Consul would answer with filtered (empty) lists and we would drop every
+      // service: wait for the file instead.
+      this.resolveFirstOutcome();
+    } else {
+      this.catalogWatch.start();
+    }
+    this.refreshMeta();
+    await outcome;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.options.tokenFile) unwatchFile(this.options.tokenFile);
+    const watches = [this.catalogWatch, ...[...this.services.values()].map((s) => s.watch)];
+    await Promise.all(watches.map((w) => w?.stop()));
+    this.http?.destroy();
+    this.resolveFirstOutcome();
+  }
+
+  current(): SourceState {
+    if (!this.cached) this.cached = this.build();
+    return this.cached;
+  }
+
+  private build(): SourceState {
+    const services: Service[] = [];
+    const endpoints = new Map<string, readonly Endpoint[]>();
+    const problems: ConfigProblem[] = [...this.sourceProblems()];
+    for (const name of [...this.services.keys()].sort()) {
+      const c = this.services.get(name)!.converted;
+      if (!c) continue;
+      services.push(c.service);
+      endpoints.set(c.service.key, c.endpoints);
+      problems.push(...c.problems);
+    }
+    return { objects: [], services, endpoints, problems, status: this.status() };
+  }
+
+  private status(): SourceStatus {
+    const s: SourceStatus = {
+      name: this.name,
+      synced: this.synced,
+      stale: this.synced && this.failures.size > 0,
+      revision: String(this.catalogIndex),
+    };
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    return s;
+  }
+
+  private sourceProblems(): ConfigProblem[] {
+    const out: ConfigProblem[] = [];
+    const at = { file: this.options.address, line: 0, column: 0 };
+    if (this.tokenProblem) out.push({ severity: "error", message: this.tokenProblem, ...at });
+    for (const [key, f] of [...this.failures].sort(([a], [b]) => a.localeCompare(b))) {
+      if (f.status === 401 || f.status === 403) {
+        const where = this.options.tokenFile ? ` (token from ${this.options.tokenFile})` : " (no token configured)";
+        out.push({ severity: "error", message: `Consul denied ${key}: ${f.message}${where}`, ...at });
+      }
+    }
+    for (const key of [...this.filteredByAcls].sort()) {
+      out.push({ severity: "warning", message: `Consul filtered ${key} by ACLs: the token cannot read every service`, ...at });
+    }
+    return out;
+  }
+
+  private onCatalog(r: QueryResult<CatalogServices>): void {
+    this.noteSuccess(CATALOG_KEY, r.meta.filteredByAcls);
+    this.catalogIndex = r.meta.index;
+    this.catalogSeen = true;
+    const names = new Set(Object.keys(r.body ?? {}).filter((n) => isRoutableConsulService(n)));
+    for (const [name, entry] of this.services) {
+      if (names.has(name)) continue;
+      // Gone from a successful answer: deregistered. (Errors never get here.)
+      this.services.delete(name);
+      this.failures.delete(healthKey(name));
+      this.filteredByAcls.delete(healthKey(name));
+      void entry.watch.stop();
+      if (entry.converted) this.invalidate();
+    }
+    for (const name of names) if (!this.services.has(name)) this.watchService(name);
+    this.refreshMeta();
+  }
+
+  private watchService(name: string): void {
+    const key = healthKey(name);
+    const watch: BlockingWatch<ConsulHealthEntry[]> = new BlockingWatch<ConsulHealthEntry[]>(
+      key,
+      (index, signal) => this.http!.healthService(name, index, signal),
+      {
+        result: (r) => {
+          if (this.services.get(name)?.watch !== watch) return; // answer for a service removed meanwhile
+          this.onHealth(name, r);
+        },
+        error: (e, n) => {
+          if (this.services.get(name)?.watch !== watch) return;
+          this.onError(key, e, n);
+        },
+      },
+      this.options,
+    );
+    this.services.set(name, { watch });
+    watch.start();
+  }
+
+  private onHealth(name: string, r: QueryResult<ConsulHealthEntry[]>): void {
+    const entry = this.services.get(name)!;
+    this.noteSuccess(healthKey(name), r.meta.filteredByAcls);
+    const entries = Array.isArray(r.body) ? r.body : [];
+    const converted =
+      convertConsulService(name, entries, {
+        domain: this.options.domain,
+        namespace: this.options.namespace,
+        trustDomain: this.options.trustDomain,
+        datacenter: this.options.datacenter ?? entries[0]?.Node.Datacenter ?? "",
+        index: r.meta.index,
+        problemFile: this.options.address,
+      }) ?? null;
+    const fingerprint = JSON.stringify(converted);
+    if (fingerprint !== entry.fingerprint) {
+      entry.converted = converted;
+      entry.fingerprint = fingerprint;
+      this.invalidate();
+    }
+    this.refreshMeta();
+  }
+
+  private noteSuccess(key: string, filtered: boolean): void {
+    this.failures.delete(key);
+    if (filtered) this.filteredByAcls.add(key);
+    else this.filteredByAcls.delete(key);
+    if (this.failures.size === 0) this.lastError = undefined;
+  }
+
+  private onError(key: string, err: unknown, consecutive: number): void {
+    const status = consulStatusCode(err);
+    const message = err instanceof Error ? err.message : String(err);
+    const was = this.failures.get(key);
+    this.failures.set(key, status === undefined ? { message } : { message, status });
+    this.lastError = `${key}: ${message}`;
+    if (!was || was.message !== message) this.log.warn(`consul ${key}: ${message} (attempt ${consecutive}; retrying with backoff)`);
+    if ((status === 401 || status === 403) && this.options.tokenFile) this.reloadToken();
+    this.resolveFirstOutcome();
+    this.refreshMeta();
+  }
+
+  private readToken(): boolean {
+    const file = this.options.tokenFile!;
+    let token: string | undefined;
+    try {
+      token = readFileSync(file, "utf8").trim();
+      this.tokenProblem = token === "" ? `Consul ACL token file ${file} is empty` : undefined;
+      if (token === "") token = undefined;
+    } catch (e) {
+      this.tokenProblem = `cannot read Consul ACL token file ${file}: ${(e as Error).message}`;
+    }
+    const changed = token !== this.token;
+    this.token = token;
+    return changed;
+  }
+
+  private reloadToken(): void {
+    if (!this.running) return;
+    const changed = this.readToken();
+    if (changed && this.token !== undefined) {
+      this.log.info(`consul: ACL token from ${this.options.tokenFile} changed; re-querying`);
+      this.catalogWatch!.start(); // no-op when already running
+      this.catalogWatch!.kick();
+      for (const s of this.services.values()) s.watch.kick();
+    }
+    this.refreshMeta();
+  }
+
+  private resolveFirstOutcome(): void {
+    const f = this.firstOutcome;
+    this.firstOutcome = undefined;
+    f?.();
+  }
+
+  /** Recomputes synced and emits `change` if anything a consumer sees (other than the bare index) changed. */
+  private refreshMeta(): void {
+    if (!this.synced && this.catalogSeen && [...this.services.values()].every((s) => s.converted !== undefined)) {
+      this.synced = true;
+      this.log.info(`consul: synced ${this.services.size} services at index ${this.catalogIndex}`);
+      this.resolveFirstOutcome();
+    }
+    const { revision: _ignored, ...status } = this.status();
+    const fp = JSON.stringify([status, this.sourceProblems()]);
+    if (fp !== this.metaFingerprint) {
+      this.metaFingerprint = fp;
+      this.invalidate();
+    } else if (this.cached) {
+      // Only the index moved: keep the revision current without telling anyone.
+      this.cached = { ...this.cached, status: this.status() };
+    }
+  }
+
+  private invalidate(): void {
+    this.cached = undefined;
+    if (this.emitScheduled || !this.running) return;
+    this.emitScheduled = true;
+    // Coalesce everything one tick of answers changed into one event.
+    setImmediate(() => {
+      this.emitScheduled = false;
+      if (this.running) this.emit("change");
+    });
+  }
+}
