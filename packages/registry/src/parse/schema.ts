@@ -1,0 +1,405 @@
+// A small declarative schema for the Istio objects, and the walker that checks a YAML node tree against it while
+// building the plain JS value. Structure (types, enums, ranges, unknown and missing fields) lives in the schema;
+// rules that relate fields to each other live in each object schema's `rule`, which runs only when the object's
+// own subtree is structurally valid (so one typo does not cascade into a page of follow-on errors).
+import { isAlias, isMap, isPair, isScalar, isSeq, type Document, type LineCounter, type Node } from "yaml";
+import { parseDuration } from "../duration.js";
+import { joinPath, offsetPosition, positionOf, pathOf, recordPosition, type Position } from "./locate.js";
+import { suggest } from "./syntax.js";
+
+type Message = string | undefined;
+
+interface Common {
+  required?: boolean;
+  /** Accepted, but reported as a warning with this text. */
+  deprecated?: string;
+}
+export interface StringSchema extends Common {
+  type: "string";
+  enum?: readonly string[];
+  /** Enum input is matched case-insensitively and normalised to the enum's spelling. */
+  caseInsensitive?: boolean;
+  nonEmpty?: boolean;
+  check?: (v: string) => Message;
+}
+export interface IntSchema extends Common {
+  type: "int";
+  min: number;
+  max: number;
+}
+export interface NumberSchema extends Common {
+  type: "number";
+  min: number;
+  max: number;
+}
+export interface BoolSchema extends Common {
+  type: "bool";
+}
+export interface DurationSchema extends Common {
+  type: "duration";
+  /** Smallest accepted value in milliseconds (0 allows "0s"). */
+  minMs: number;
+}
+export interface ArraySchema extends Common {
+  type: "array";
+  items: Schema;
+  nonEmpty?: boolean;
+  /** Scalar items must be distinct. */
+  unique?: boolean;
+}
+export interface MapSchema extends Common {
+  type: "map";
+  values: Schema;
+  key?: (k: string) => Message;
+}
+export interface ObjectSchema extends Common {
+  type: "object";
+  fields: Record<string, Schema>;
+  /** Real Istio fields vmpilot does not implement: rejected with a clearer message than "unknown field". */
+  unsupported?: readonly string[];
+  rule?: (value: Record<string, any>, r: RuleContext) => void;
+}
+/** Accepted and dropped without looking inside (e.g. a Kubernetes `status`). */
+export interface IgnoredSchema extends Common {
+  type: "ignored";
+}
+export type Schema =
+  | StringSchema
+  | IntSchema
+  | NumberSchema
+  | BoolSchema
+  | DurationSchema
+  | ArraySchema
+  | MapSchema
+  | ObjectSchema
+  | IgnoredSchema;
+
+export interface RuleContext {
+  /** Reports at `target[member]` (its value; its key with `{ key: true }`), or at `target` itself. */
+  error(target: object, member: string | number | undefined, message: string, opts?: { key?: boolean }): void;
+  warning(target: object, member: string | number | undefined, message: string, opts?: { key?: boolean }): void;
+}
+
+export interface RawProblem {
+  severity: "error" | "warning";
+  message: string;
+  line: number;
+  column: number;
+  field?: string;
+}
+
+/** Limits that keep hostile input (alias bombs, enormous documents) from costing more than a bounded walk. */
+export const MAX_ALIASES_PER_DOCUMENT = 100;
+export const MAX_NODES_PER_DOCUMENT = 200_000;
+
+const INVALID = Symbol("invalid");
+const ABSENT = Symbol("absent");
+type Out = unknown | typeof INVALID | typeof ABSENT;
+
+class LimitExceeded extends Error {}
+
+export class Walker implements RuleContext {
+  errors = 0;
+  private aliases = 0;
+  private nodes = 0;
+
+  constructor(
+    private readonly doc: Document,
+    private readonly lc: LineCounter,
+    private readonly sink: (p: RawProblem) => void,
+  ) {}
+
+  pos(node: Node | null | undefined, fallback?: Position): Position {
+    const start = node?.range?.[0];
+    if (start === undefined) return fallback ?? { line: 1, column: 1 };
+    return offsetPosition(this.lc, start);
+  }
+
+  report(severity: "error" | "warning", at: Position, message: string, field?: string): void {
+    if (severity === "error") this.errors++;
+    this.sink({ severity, message, line: at.line, column: at.column, ...(field ? { field } : {}) });
+  }
+
+  error(target: object, member: string | number | undefined, message: string, opts: { key?: boolean } = {}): void {
+    this.report("error", positionOf(target, member, opts) ?? { line: 1, column: 1 }, message, pathOf(target, member));
+  }
+
+  warning(target: object, member: string | number | undefined, message: string, opts: { key?: boolean } = {}): void {
+    this.report("warning", positionOf(target, member, opts) ?? { line: 1, column: 1 }, message, pathOf(target, member));
+  }
+
+  /**
+   * Checks `node` against `schema` and returns the plain value, or undefined if it was invalid or absent (the
+   * problems are already reported). Never throws: resource limits become an error on the node.
+   */
+  check(node: Node | null | undefined, schema: Schema, path: string, at: Position): unknown {
+    try {
+      const v = this.value(node, schema, path, at);
+      return v === INVALID || v === ABSENT ? undefined : v;
+    } catch (e) {
+      if (!(e instanceof LimitExceeded)) throw e;
+      this.report("error", at, e.message, path);
+      return undefined;
+    }
+  }
+
+  /** The node an alias points to, counting alias uses so that an alias bomb costs a bounded walk. */
+  resolve(node: Node | null | undefined): Node | null | undefined {
+    if (++this.nodes > MAX_NODES_PER_DOCUMENT) throw new LimitExceeded(`document too large: more than ${MAX_NODES_PER_DOCUMENT} nodes`);
+    if (node && isAlias(node)) {
+      if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new LimitExceeded(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`);
+      const target = node.resolve(this.doc);
+      if (!target) throw new LimitExceeded(`unresolved alias *${node.source}`);
+      return target;
+    }
+    return node;
+  }
+
+  private value(raw: Node | null | undefined, schema: Schema, path: string, at: Position): Out {
+    const node = this.resolve(raw);
+    const here = raw ? this.pos(raw, at) : at;
+    if (node == null || (isScalar(node) && node.value === null)) {
+      return ABSENT; // `field:` and `field: null` mean "not set", as in Kubernetes
+    }
+    if (schema.deprecated) this.report("warning", here, schema.deprecated, path);
+    switch (schema.type) {
+      case "ignored":
+        return ABSENT;
+      case "object":
+        return this.object(node, schema, path, here);
+      case "array":
+        return this.array(node, schema, path, here);
+      case "map":
+        return this.map(node, schema, path, here);
+      default:
+        return this.scalar(node, schema, path, here);
+    }
+  }
+
+  private fail(at: Position, message: string, path: string): typeof INVALID {
+    this.report("error", at, message, path);
+    return INVALID;
+  }
+
+  private scalar(node: Node, schema: Exclude<Schema, ObjectSchema | ArraySchema | MapSchema | IgnoredSchema>, path: string, at: Position): Out {
+    if (!isScalar(node)) return this.fail(at, `${describePath(path)}: expected ${expected(schema)}, got ${nodeKind(node)}`, path);
+    const v = node.value;
+    switch (schema.type) {
+      case "string": {
+        if (typeof v !== "string") {
+          const hint = typeof v === "number" || typeof v === "boolean" ? ` (quote it: "${String(v)}")` : "";
+          return this.fail(at, `${describePath(path)}: expected a string, got ${typeName(v)}${hint}`, path);
+        }
+        let s = v;
+        if (schema.enum) {
+          const match = schema.enum.find((e) => (schema.caseInsensitive ? e.toUpperCase() === s.toUpperCase() : e === s));
+          if (match === undefined) {
+            const close = suggest(s, schema.enum);
+            return this.fail(at, `${describePath(path)}: invalid value '${s}'${close ? ` (did you mean '${close}'?)` : ""}; allowed: ${schema.enum.join(", ")}`, path);
+          }
+          s = match;
+        }
+        if (schema.nonEmpty && s.length === 0) return this.fail(at, `${describePath(path)}: must not be empty`, path);
+        const msg = schema.check?.(s);
+        if (msg) return this.fail(at, `${describePath(path)}: ${msg}`, path);
+        return s;
+      }
+      case "int":
+      case "number": {
+        if (typeof v !== "number" || !Number.isFinite(v) || (schema.type === "int" && !Number.isInteger(v))) {
+          const hint = typeof v === "string" && /^-?\d+(\.\d+)?$/.test(v) ? " (remove the quotes)" : "";
+          return this.fail(at, `${describePath(path)}: expected ${expected(schema)}, got ${typeName(v)} ${render(v)}${hint}`, path);
+        }
+        if (v < schema.min || v > schema.max) return this.fail(at, `${describePath(path)}: ${render(v)} is out of range ${schema.min}..${schema.max}`, path);
+        return v;
+      }
+      case "bool":
+        if (typeof v !== "boolean") return this.fail(at, `${describePath(path)}: expected true or false, got ${typeName(v)} ${render(v)}`, path);
+        return v;
+      case "duration": {
+        if (typeof v !== "string") {
+          const hint = typeof v === "number" ? ` (write a unit, e.g. "${v}s")` : "";
+          return this.fail(at, `${describePath(path)}: expected a duration like "1.5s" or "500ms", got ${typeName(v)} ${render(v)}${hint}`, path);
+        }
+        const ms = parseDuration(v);
+        if (ms === undefined) return this.fail(at, `${describePath(path)}: invalid duration '${v}' (use e.g. "1.5s", "500ms", "1m30s")`, path);
+        if (!Number.isInteger(ms)) return this.fail(at, `${describePath(path)}: '${v}' is finer than millisecond precision`, path);
+        if (ms < schema.minMs) return this.fail(at, `${describePath(path)}: must be at least ${schema.minMs}ms`, path);
+        return v;
+      }
+    }
+  }
+
+  private array(node: Node, schema: ArraySchema, path: string, at: Position): Out {
+    if (!isSeq(node)) return this.fail(at, `${describePath(path)}: expected a list, got ${nodeKind(node)}`, path);
+    const out: unknown[] = [];
+    const rec = recordPosition(out, at, path);
+    const errorsBefore = this.errors;
+    const seen = new Map<unknown, number>();
+    node.items.forEach((item, i) => {
+      const itemPath = joinPath(path, i);
+      const itemAt = this.pos(item as Node, at);
+      const v = this.value(item as Node, schema.items, itemPath, itemAt);
+      if (v === ABSENT) {
+        this.fail(itemAt, `${describePath(itemPath)}: empty list item`, itemPath);
+        return;
+      }
+      if (v === INVALID) return;
+      if (schema.unique && (typeof v === "string" || typeof v === "number")) {
+        const first = seen.get(v);
+        if (first !== undefined) {
+          this.fail(itemAt, `${describePath(itemPath)}: duplicate value '${v}' (also at ${describePath(joinPath(path, first))})`, itemPath);
+          return;
+        }
+        seen.set(v, i);
+      }
+      rec.values.set(out.length, itemAt);
+      out.push(v);
+    });
+    if (this.errors > errorsBefore) return INVALID;
+    if (schema.nonEmpty && out.length === 0) return this.fail(at, `${describePath(path)}: must not be empty`, path);
+    return out;
+  }
+
+  private map(node: Node, schema: MapSchema, path: string, at: Position): Out {
+    if (!isMap(node)) return this.fail(at, `${describePath(path)}: expected a mapping, got ${nodeKind(node)}`, path);
+    const out: Record<string, unknown> = {};
+    const rec = recordPosition(out, at, path);
+    const errorsBefore = this.errors;
+    for (const pair of node.items) {
+      const keyNode = this.resolve(pair.key as Node);
+      const keyAt = this.pos(pair.key as Node, at);
+      if (!isScalar(keyNode) || (typeof keyNode.value !== "string" && typeof keyNode.value !== "number")) {
+        this.fail(keyAt, `${describePath(path)}: keys must be strings`, path);
+        continue;
+      }
+      const key = String(keyNode.value);
+      const entryPath = joinPath(path, key);
+      const msg = schema.key?.(key);
+      if (msg) {
+        this.fail(keyAt, `${describePath(entryPath)}: ${msg}`, entryPath);
+        continue;
+      }
+      const valueAt = pair.value ? this.pos(pair.value as Node, keyAt) : keyAt;
+      const v = this.value(pair.value as Node, schema.values, entryPath, valueAt);
+      if (v === INVALID) continue;
+      if (v === ABSENT) {
+        this.fail(valueAt, `${describePath(entryPath)}: missing value`, entryPath);
+        continue;
+      }
+      // defineProperty: a key named `__proto__` must stay data, not rewire the prototype
+      Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true });
+      rec.keys.set(key, keyAt);
+      rec.values.set(key, valueAt);
+    }
+    if (this.errors > errorsBefore) return INVALID;
+    return out;
+  }
+
+  private object(node: Node, schema: ObjectSchema, path: string, at: Position): Out {
+    if (!isMap(node)) return this.fail(at, `${describePath(path)}: expected a mapping, got ${nodeKind(node)}`, path);
+    const out: Record<string, unknown> = {};
+    const rec = recordPosition(out, at, path);
+    const errorsBefore = this.errors;
+    const known = Object.keys(schema.fields);
+    const present = new Set<string>();
+    for (const pair of node.items) {
+      if (!isPair(pair)) continue;
+      const keyNode = this.resolve(pair.key as Node);
+      const keyAt = this.pos(pair.key as Node, at);
+      if (!isScalar(keyNode) || typeof keyNode.value !== "string") {
+        this.fail(keyAt, `${describePath(path)}: field names must be strings, got ${keyNode ? nodeKind(keyNode) : "nothing"}`, path);
+        continue;
+      }
+      const key = keyNode.value;
+      const fieldPath = joinPath(path, key);
+      const fieldSchema = Object.prototype.hasOwnProperty.call(schema.fields, key) ? schema.fields[key] : undefined;
+      if (!fieldSchema) {
+        if (schema.unsupported?.includes(key)) {
+          this.fail(keyAt, `${describePath(fieldPath)}: field '${key}' is not supported by vmpilot`, fieldPath);
+        } else {
+          const close = suggest(key, known);
+          this.fail(keyAt, `unknown field '${key}' in ${describePath(path)}${close ? `; did you mean '${close}'?` : ""}`, fieldPath);
+        }
+        continue;
+      }
+      const valueAt = pair.value ? this.pos(pair.value as Node, keyAt) : keyAt;
+      const v = this.value(pair.value as Node, fieldSchema, fieldPath, valueAt);
+      rec.keys.set(key, keyAt);
+      rec.values.set(key, valueAt);
+      if (v !== ABSENT) present.add(key);
+      if (v !== INVALID && v !== ABSENT) out[key] = v;
+    }
+    for (const [name, f] of Object.entries(schema.fields)) {
+      if (f.required && !present.has(name)) {
+        this.fail(at, `${describePath(path)}: missing required field '${name}'`, joinPath(path, name));
+      }
+    }
+    if (this.errors > errorsBefore) return INVALID;
+    schema.rule?.(out, this);
+    return this.errors > errorsBefore ? INVALID : out;
+  }
+}
+
+function describePath(path: string): string {
+  return path || "document";
+}
+
+function expected(schema: Schema): string {
+  switch (schema.type) {
+    case "string":
+      return schema.enum ? `one of ${schema.enum.join(", ")}` : "a string";
+    case "int":
+      return `an integer (${schema.min}..${schema.max})`;
+    case "number":
+      return `a number (${schema.min}..${schema.max})`;
+    case "bool":
+      return "true or false";
+    case "duration":
+      return 'a duration like "1.5s"';
+    case "array":
+      return "a list";
+    case "map":
+    case "object":
+      return "a mapping";
+    case "ignored":
+      return "anything";
+  }
+}
+
+function nodeKind(node: Node): string {
+  if (isMap(node)) return "a mapping";
+  if (isSeq(node)) return "a list";
+  if (isScalar(node)) return `${typeName(node.value)} ${render(node.value)}`;
+  return "an unsupported node";
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "number") return Number.isInteger(v) ? "integer" : "number";
+  if (typeof v === "bigint") return "integer";
+  return typeof v;
+}
+
+function render(v: unknown): string {
+  const s = typeof v === "string" ? JSON.stringify(v) : String(v);
+  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
+}
+
+// ---- schema builders (keep the kind modules readable) ----
+
+export const str = (o: Omit<StringSchema, "type"> = {}): StringSchema => ({ type: "string", ...o });
+export const int = (min: number, max: number, o: Omit<IntSchema, "type" | "min" | "max"> = {}): IntSchema => ({ type: "int", min, max, ...o });
+export const num = (min: number, max: number, o: Omit<NumberSchema, "type" | "min" | "max"> = {}): NumberSchema => ({ type: "number", min, max, ...o });
+export const bool = (o: Omit<BoolSchema, "type"> = {}): BoolSchema => ({ type: "bool", ...o });
+export const duration = (minMs = 1, o: Omit<DurationSchema, "type" | "minMs"> = {}): DurationSchema => ({ type: "duration", minMs, ...o });
+export const list = (items: Schema, o: Omit<ArraySchema, "type" | "items"> = {}): ArraySchema => ({ type: "array", items, ...o });
+export const map = (values: Schema, o: Omit<MapSchema, "type" | "values"> = {}): MapSchema => ({ type: "map", values, ...o });
+export const obj = (fields: Record<string, Schema>, o: Omit<ObjectSchema, "type" | "fields"> = {}): ObjectSchema => ({ type: "object", fields, ...o });
+export const ignored = (): IgnoredSchema => ({ type: "ignored" });
+export function req<S extends Schema>(s: S): S {
+  return { ...s, required: true };
+}
+
+export const UINT32_MAX = 4_294_967_295;
+export const INT32_MAX = 2_147_483_647;
