@@ -22,6 +22,8 @@ export interface ConfigObject<K extends Kind = Kind> {
   metadata: ObjectMeta;
   spec: SpecByKind[K];
   origin: Origin;
+  /** Runtime state a source observed, not written by operators: auto-registered WorkloadEntries carry probe health here. */
+  status?: { health?: HealthStatus };
 }
 
 export type AnyConfig = { [K in Kind]: ConfigObject<K> }[Kind];
@@ -72,6 +74,8 @@ export interface Service {
   workloadSelector?: Record<string, string>;
   /** The ServiceEntry (or Consul service) that declared it. */
   configKey: string;
+  /** Config key of the file ServiceEntry that decorates a Consul service (its SANs, exportTo and location apply). */
+  decoratedBy?: string;
   origin: Origin;
 }
 

@@ -1,0 +1,264 @@
+// FileSource: Istio config from YAML/JSON files in watched directories (the GitOps source).
+//
+// chokidar only tells us *that* something changed; what changed is decided by rescanning the directories,
+// debounced. A rescan lists files and stats them; only files whose stat changed are read, and only files
+// whose content hash changed are parsed again, so touching one file among a thousand parses one file.
+// Rescanning (rather than trusting per-path events) is what makes the awkward cases come out right:
+//  - editors' atomic saves (write a temp file, rename it over the original) are just a new inode;
+//  - Kubernetes ConfigMap / git-sync layouts (`..2026_01_01_...` dir, `..data` symlink to it, top-level
+//    `name.yaml -> ..data/name.yaml`) swap the `..data` symlink; the top-level paths now resolve to new
+//    files, which a rescan sees as one change. Dot entries are never read as config (that would read every
+//    file twice, once through `..data`), but they are watched, because the swap happens there.
+import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { readdir, readFile, stat } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import path from "node:path";
+import chokidar, { type FSWatcher } from "chokidar";
+import { Debouncer } from "./debounce.js";
+import { gitHead } from "./git-head.js";
+import { createLogger } from "./logger.js";
+import type { AnyConfig, ConfigProblem, RegistrySource, SourceState, SourceStatus } from "./model.js";
+import { parseDocuments } from "./parse/index.js";
+
+export interface FileSourceOptions {
+  dirs: string[];
+  /** Quiet period and cap (ms) for coalescing filesystem events; defaults 100 / 1000. */
+  debounceMs?: { quiet?: number; max?: number };
+  /** Source name in status and logs; defaults to `files`. */
+  name?: string;
+}
+
+const CONFIG_EXTENSIONS: ReadonlySet<string> = new Set([".yaml", ".yml", ".json"]);
+
+const log = createLogger("file-source");
+
+/** What we know about one config file. */
+interface FileState {
+  /** Cheap identity of the content we last read; a different stat means "read it again". */
+  statKey: string;
+  hash: string;
+  /** The objects this file contributes: from its last version without errors (see applyParse). */
+  objects: readonly AnyConfig[];
+  problems: readonly ConfigProblem[];
+  /** The current content has errors and `objects` come from an earlier version. */
+  stale: boolean;
+}
+
+export class FileSource extends EventEmitter<{ change: [] }> implements RegistrySource {
+  readonly name: string;
+  private readonly dirs: string[];
+  private readonly files = new Map<string, FileState>();
+  private readonly debouncer: Debouncer;
+  private watcher: FSWatcher | undefined;
+  private state: SourceState;
+  private synced = false;
+  private dirErrors: string[] = [];
+  private revision: string | undefined;
+  private scanning: Promise<void> | undefined;
+  private rescanRequested = false;
+  private stopped = false;
+
+  constructor(opts: FileSourceOptions) {
+    super();
+    if (opts.dirs.length === 0) throw new Error("FileSource needs at least one directory");
+    this.name = opts.name ?? "files";
+    this.dirs = [...new Set(opts.dirs)];
+    this.debouncer = new Debouncer(() => this.requestScan(), {
+      quietMs: opts.debounceMs?.quiet ?? 100,
+      maxMs: opts.debounceMs?.max ?? 1000,
+    });
+    this.state = this.aggregate();
+  }
+
+  /** Watches, then scans once; resolves with `status.synced` true (bad files reported, good ones served). */
+  async start(): Promise<void> {
+    if (this.watcher) throw new Error(`${this.name}: already started`);
+    this.stopped = false;
+    const roots = this.dirs.map((d) => path.resolve(d));
+    const watcher = chokidar.watch(this.dirs, {
+      ignoreInitial: true,
+      followSymlinks: true,
+      ignored: (p: string, stats?: Stats) => isIgnored(roots, p, stats),
+    });
+    this.watcher = watcher;
+    watcher.on("all", () => this.debouncer.trigger());
+    watcher.on("error", (err) => log.warn(`${this.name}: watcher error`, { error: String(err) }));
+    await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+    // Watching before the first scan: an edit racing with startup is either in the scan or triggers another.
+    this.requestScan();
+    await this.scanning;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.debouncer.cancel();
+    const w = this.watcher;
+    this.watcher = undefined;
+    await w?.close();
+    await this.scanning;
+  }
+
+  current(): SourceState {
+    return this.state;
+  }
+
+  private requestScan(): void {
+    if (this.stopped) return;
+    if (this.scanning) {
+      this.rescanRequested = true;
+      return;
+    }
+    this.scanning = this.scanLoop().finally(() => (this.scanning = undefined));
+  }
+
+  private async scanLoop(): Promise<void> {
+    do {
+      this.rescanRequested = false;
+      try {
+        await this.scanOnce();
+      } catch (err) {
+        log.error(`${this.name}: scan failed; keeping the previous state`, { error: err });
+      }
+    } while (this.rescanRequested && !this.stopped);
+  }
+
+  private async scanOnce(): Promise<void> {
+    const dirErrors: string[] = [];
+    const found = new Map<string, Stats>();
+    for (const dir of this.dirs) {
+      try {
+        await listConfigFiles(dir, found, new Set());
+      } catch (err) {
+        dirErrors.push(`${dir}: ${(err as Error).message}`);
+      }
+    }
+    if (this.stopped) return;
+
+    let changed = !this.synced || dirErrors.join("\n") !== this.dirErrors.join("\n");
+    for (const [file, st] of found) {
+      if (await this.refreshFile(file, st)) changed = true;
+    }
+    for (const file of this.files.keys()) {
+      if (!found.has(file)) {
+        this.files.delete(file);
+        log.info(`${file}: removed`);
+        changed = true;
+      }
+    }
+    for (const e of dirErrors) if (!this.dirErrors.includes(e)) log.warn(`${this.name}: cannot read config directory ${e}`);
+    this.dirErrors = dirErrors;
+
+    const revision = await this.readRevision();
+    if (revision !== this.revision) changed = true;
+    this.revision = revision;
+
+    if (!changed || this.stopped) return;
+    this.synced = true;
+    this.state = this.aggregate();
+    this.emit("change");
+  }
+
+  /** Re-reads one file if its stat changed, re-parses it if its content changed. True if its state changed. */
+  private async refreshFile(file: string, st: Stats): Promise<boolean> {
+    const prev = this.files.get(file);
+    const statKey = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    if (prev?.statKey === statKey) return false;
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return false; // gone between listing and reading; the next scan removes it
+      const problem: ConfigProblem = { severity: "error", message: `cannot read file: ${(err as Error).message}`, file, line: 1, column: 1 };
+      this.files.set(file, { statKey, hash: "", objects: prev?.objects ?? [], problems: [problem], stale: (prev?.objects.length ?? 0) > 0 });
+      log.warn(`${file}:1:1: cannot read file`, { error: String(err) });
+      return true;
+    }
+    const hash = createHash("sha256").update(text).digest("hex");
+    if (prev?.hash === hash) {
+      this.files.set(file, { ...prev, statKey });
+      return false;
+    }
+    this.files.set(file, applyParse(file, text, statKey, hash, prev));
+    return true;
+  }
+
+  private async readRevision(): Promise<string | undefined> {
+    const heads = await Promise.all(this.dirs.map((d) => gitHead(d)));
+    const distinct = [...new Set(heads.filter((h): h is string => h !== undefined))];
+    return distinct.length > 0 ? distinct.join(",") : undefined;
+  }
+
+  private aggregate(): SourceState {
+    const objects: AnyConfig[] = [];
+    const problems: ConfigProblem[] = [];
+    let stale = false;
+    for (const file of [...this.files.keys()].sort()) {
+      const f = this.files.get(file)!;
+      objects.push(...f.objects);
+      problems.push(...f.problems);
+      stale ||= f.stale;
+    }
+    const firstError = problems.find((p) => p.severity === "error");
+    const status: SourceStatus = { name: this.name, synced: this.synced, stale };
+    const lastError = this.dirErrors[0] ?? (firstError && `${firstError.file}:${firstError.line}:${firstError.column}: ${firstError.message}`);
+    if (lastError) status.lastError = lastError;
+    if (this.revision) status.revision = this.revision;
+    return { objects, problems, status };
+  }
+}
+
+/**
+ * The rule for a file with errors: it keeps ALL the objects of its last version that had none, even if some of
+ * its documents are still valid. Half-applying a file (say, a ServiceEntry updated but the DestinationRule next
+ * to it not) creates states nobody wrote; all-or-nothing per file is simple to predict and to explain.
+ * Warnings (e.g. an unknown kind, skipped) do not count as errors.
+ */
+function applyParse(file: string, text: string, statKey: string, hash: string, prev: FileState | undefined): FileState {
+  const { objects, problems } = parseDocuments(file, text);
+  const errors = problems.filter((p) => p.severity === "error");
+  for (const p of problems) {
+    const line = `${p.file}:${p.line}:${p.column}: ${p.message}`;
+    if (p.severity === "error") log.warn(line);
+    else log.info(line);
+  }
+  if (errors.length === 0) {
+    log.debug(`${file}: loaded ${objects.length} object(s)`);
+    return { statKey, hash, objects, problems, stale: false };
+  }
+  const kept = prev?.objects ?? [];
+  log.warn(`${file}: rejected (${errors.length} error(s)); ${kept.length > 0 ? `keeping its ${kept.length} object(s) from the last good version` : "it contributes no objects"}`);
+  return { statKey, hash, objects: kept, problems, stale: kept.length > 0 };
+}
+
+/** Config files under `dir`, recursively, following symlinks; dot entries are skipped (see the header). */
+async function listConfigFiles(dir: string, out: Map<string, Stats>, visited: Set<string>): Promise<void> {
+  const dirStat = await stat(dir);
+  if (!dirStat.isDirectory()) throw new Error("not a directory");
+  const id = `${dirStat.dev}:${dirStat.ino}`;
+  if (visited.has(id)) return; // a symlink loop, or the same tree reached twice
+  visited.add(id);
+  const entries = (await readdir(dir)).filter((n) => !n.startsWith(".")).sort();
+  for (const name of entries) {
+    const p = path.join(dir, name);
+    const st = await stat(p).catch(() => undefined); // dangling symlink, or removed meanwhile
+    if (!st) continue;
+    if (st.isDirectory()) await listConfigFiles(p, out, visited).catch(() => undefined);
+    else if (st.isFile() && CONFIG_EXTENSIONS.has(path.extname(name).toLowerCase())) out.set(p, st);
+  }
+}
+
+/**
+ * What chokidar need not watch: dot entries other than the `..`-prefixed ones of ConfigMap/git-sync layouts
+ * (`.git`, editors' `.name.swp`), and regular files that are not config (editor backups, `4913` probes).
+ */
+function isIgnored(roots: readonly string[], p: string, stats?: Stats): boolean {
+  const abs = path.resolve(p);
+  const root = roots.find((r) => abs === r || abs.startsWith(r + path.sep));
+  if (root === undefined || abs === root) return false;
+  for (const seg of path.relative(root, abs).split(path.sep)) {
+    if (seg.startsWith(".") && !seg.startsWith("..")) return true;
+  }
+  return stats?.isFile() === true && !CONFIG_EXTENSIONS.has(path.extname(abs).toLowerCase());
+}
