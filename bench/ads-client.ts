@@ -1,0 +1,232 @@
+// A simulated proxy for the benchmark: one ADS stream on its own HTTP/2 connection, speaking like Envoy
+// (wildcard LDS/CDS, then EDS/RDS for what it received; SotW or delta) or like a proxyless gRPC client
+// (one named listener, then RDS -> CDS -> EDS). It ACKs everything and records when each response arrived.
+import { createHash } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type protobuf from "protobufjs";
+import { envoyRoot, TypeUrl } from "@vmpilot/xds/protos";
+
+export type ProxyStyle = "envoy-sotw" | "envoy-delta" | "grpc";
+
+type Msg = Record<string, any>;
+
+interface Codec {
+  DiscoveryRequest: protobuf.Type;
+  DiscoveryResponse: protobuf.Type;
+  DeltaDiscoveryRequest: protobuf.Type;
+  DeltaDiscoveryResponse: protobuf.Type;
+  Cluster: protobuf.Type;
+  Listener: protobuf.Type;
+  RouteConfiguration: protobuf.Type;
+  Hcm: protobuf.Type;
+}
+
+let codec: Codec | undefined;
+function types(): Codec {
+  if (codec) return codec;
+  const root = envoyRoot();
+  codec = {
+    DiscoveryRequest: root.lookupType("envoy.service.discovery.v3.DiscoveryRequest"),
+    DiscoveryResponse: root.lookupType("envoy.service.discovery.v3.DiscoveryResponse"),
+    DeltaDiscoveryRequest: root.lookupType("envoy.service.discovery.v3.DeltaDiscoveryRequest"),
+    DeltaDiscoveryResponse: root.lookupType("envoy.service.discovery.v3.DeltaDiscoveryResponse"),
+    Cluster: root.lookupType("envoy.config.cluster.v3.Cluster"),
+    Listener: root.lookupType("envoy.config.listener.v3.Listener"),
+    RouteConfiguration: root.lookupType("envoy.config.route.v3.RouteConfiguration"),
+    Hcm: root.lookupType("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+  };
+  return codec;
+}
+
+/** Proxies with equal views receive identical bytes: decode each distinct resource once per process. */
+const refsCache = new Map<string, string[]>();
+
+/** Names of the EDS clusters a Cluster needs, or the route configs a Listener needs. */
+function referencedNames(typeUrl: string, value: Uint8Array): string[] {
+  const key = typeUrl + createHash("sha1").update(value).digest("base64");
+  const hit = refsCache.get(key);
+  if (hit) return hit;
+  const t = types();
+  let out: string[] = [];
+  if (typeUrl === TypeUrl.Cluster) {
+    const c = t.Cluster.toObject(t.Cluster.decode(value), { enums: String }) as Msg;
+    if (c.type === "EDS") out = [c.eds_cluster_config?.service_name || c.name];
+  } else if (typeUrl === TypeUrl.Listener) {
+    const l = t.Listener.toObject(t.Listener.decode(value)) as Msg;
+    const hcms: Msg[] = [];
+    if (l.api_listener?.api_listener) hcms.push(l.api_listener.api_listener);
+    for (const fc of l.filter_chains ?? []) for (const f of fc.filters ?? []) if (f.typed_config) hcms.push(f.typed_config);
+    for (const any of hcms) {
+      if (!String(any.type_url).endsWith("HttpConnectionManager")) continue;
+      const h = t.Hcm.toObject(t.Hcm.decode(any.value)) as Msg;
+      if (h.rds?.route_config_name) out.push(h.rds.route_config_name);
+    }
+  } else if (typeUrl === TypeUrl.RouteConfiguration) {
+    const r = t.RouteConfiguration.toObject(t.RouteConfiguration.decode(value)) as Msg;
+    for (const vh of r.virtual_hosts ?? [])
+      for (const route of vh.routes ?? []) {
+        if (route.route?.cluster) out.push(route.route.cluster);
+        for (const wc of route.route?.weighted_clusters?.clusters ?? []) out.push(wc.name);
+      }
+  }
+  out = [...new Set(out)];
+  refsCache.set(key, out);
+  return out;
+}
+
+export interface Arrival {
+  typeUrl: string;
+  /** performance.timeOrigin + performance.now(): comparable across processes on one machine. */
+  at: number;
+  bytes: number;
+  resources: number;
+  names: string[];
+}
+
+export interface AdsClientOptions {
+  address: string;
+  style: ProxyStyle;
+  nodeId: string;
+  metadata: Record<string, unknown>;
+  /** For the grpc style: the listener `HOST:PORT`. */
+  target?: string;
+  onArrival?: (a: Arrival) => void;
+}
+
+export function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export class AdsClient {
+  private client: grpc.Client;
+  private call?: grpc.ClientDuplexStream<Msg, Msg>;
+  /** Subscribed names per type (empty set + wildcard flag for LDS/CDS in Envoy styles). */
+  private readonly subs = new Map<string, Set<string>>();
+  private readonly received = new Map<string, Set<string>>();
+  private readonly versions = new Map<string, string>();
+  private readonly nonces = new Map<string, string>();
+  private sentNode = false;
+  bytesIn = 0;
+  responses = 0;
+  nacksSent = 0;
+
+  constructor(private readonly opts: AdsClientOptions) {
+    // A local subchannel pool gives every simulated proxy its own TCP connection, as real proxies have.
+    this.client = new grpc.Client(opts.address, grpc.credentials.createInsecure(), {
+      "grpc.use_local_subchannel_pool": 1,
+      "grpc.max_receive_message_length": 256 * 1024 * 1024,
+    });
+  }
+
+  start(): void {
+    const t = types();
+    const delta = this.opts.style === "envoy-delta";
+    const [req, res] = delta ? [t.DeltaDiscoveryRequest, t.DeltaDiscoveryResponse] : [t.DiscoveryRequest, t.DiscoveryResponse];
+    const method = delta
+      ? "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+      : "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+    this.call = this.client.makeBidiStreamRequest(
+      method,
+      (m: Msg) => Buffer.from(req.encode(req.fromObject(m)).finish()),
+      (b: Buffer) => res.toObject(res.decode(b), { longs: String, bytes: Buffer as unknown as StringConstructor }) as Msg,
+    );
+    this.call.on("data", (m: Msg) => this.onResponse(m));
+    this.call.on("error", () => undefined);
+    if (this.opts.style === "grpc") {
+      this.subscribe(TypeUrl.Listener, [this.opts.target!]);
+    } else {
+      this.subscribe(TypeUrl.Cluster, []);
+      this.subscribe(TypeUrl.Listener, []);
+    }
+  }
+
+  close(): void {
+    this.call?.cancel();
+    this.client.close();
+  }
+
+  /** Every subscribed name of every type has arrived at least once (a proxy that is fully configured). */
+  converged(): boolean {
+    if (this.subs.size === 0) return false;
+    for (const [type, names] of this.subs) {
+      if (!this.versions.has(type)) return false;
+      const got = this.received.get(type) ?? new Set();
+      for (const n of names) if (!got.has(n)) return false;
+    }
+    return true;
+  }
+
+  private node(): Msg | undefined {
+    if (this.sentNode) return undefined;
+    this.sentNode = true;
+    return { id: this.opts.nodeId, metadata: toStruct(this.opts.metadata) };
+  }
+
+  private subscribe(typeUrl: string, names: string[]): void {
+    const prev = this.subs.get(typeUrl);
+    const next = new Set(names);
+    if (prev && prev.size === next.size && [...next].every((n) => prev.has(n))) return;
+    this.subs.set(typeUrl, next);
+    if (this.opts.style === "envoy-delta") {
+      const add = [...next].filter((n) => !prev?.has(n));
+      const remove = prev ? [...prev].filter((n) => !next.has(n)) : [];
+      if (prev && add.length === 0 && remove.length === 0) return;
+      this.write({ type_url: typeUrl, resource_names_subscribe: add, resource_names_unsubscribe: remove, node: this.node() });
+    } else {
+      this.write({ type_url: typeUrl, resource_names: [...next], version_info: this.versions.get(typeUrl) ?? "", response_nonce: this.nonces.get(typeUrl) ?? "", node: this.node() });
+    }
+  }
+
+  private write(m: Msg): void {
+    if (!m.node) delete m.node;
+    this.call?.write(m);
+  }
+
+  private onResponse(m: Msg): void {
+    const at = now();
+    const typeUrl = m.type_url as string;
+    const resources: Msg[] = (m.resources ?? []).map((r: Msg) => (this.opts.style === "envoy-delta" ? r.resource : r)).filter(Boolean);
+    const names: string[] = this.opts.style === "envoy-delta" ? (m.resources ?? []).map((r: Msg) => r.name) : [];
+    let bytes = 0;
+    const refs: string[] = [];
+    for (const r of resources) {
+      bytes += r.value.length;
+      refs.push(...referencedNames(typeUrl, r.value));
+    }
+    this.bytesIn += bytes;
+    this.responses++;
+    const got = this.received.get(typeUrl) ?? new Set<string>();
+    if (this.opts.style === "envoy-delta") {
+      for (const n of names) got.add(n);
+      for (const n of m.removed_resources ?? []) got.delete(n);
+    } else {
+      // SotW names come from inside the resources; EDS/RDS carry the names we asked for.
+      for (const n of this.subs.get(typeUrl) ?? []) got.add(n);
+    }
+    this.received.set(typeUrl, got);
+    this.versions.set(typeUrl, m.version_info ?? m.system_version_info ?? "");
+    this.nonces.set(typeUrl, m.nonce);
+    // ACK first (what a proxy does once the config is applied), then chase references in make-before-break order.
+    if (this.opts.style === "envoy-delta") this.write({ type_url: typeUrl, response_nonce: m.nonce });
+    else this.write({ type_url: typeUrl, resource_names: [...(this.subs.get(typeUrl) ?? [])], version_info: m.version_info, response_nonce: m.nonce });
+    this.opts.onArrival?.({ typeUrl, at, bytes, resources: resources.length, names });
+    if (typeUrl === TypeUrl.Cluster) this.subscribe(TypeUrl.ClusterLoadAssignment, refs);
+    else if (typeUrl === TypeUrl.Listener) this.subscribe(TypeUrl.RouteConfiguration, refs);
+    else if (typeUrl === TypeUrl.RouteConfiguration && this.opts.style === "grpc") this.subscribe(TypeUrl.Cluster, refs);
+  }
+}
+
+function toStruct(obj: Record<string, unknown>): Msg {
+  const fields: Msg = {};
+  for (const [k, v] of Object.entries(obj)) fields[k] = toValue(v);
+  return { fields };
+}
+
+function toValue(v: unknown): Msg {
+  if (v === null || v === undefined) return { nullValue: 0 };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
+}
