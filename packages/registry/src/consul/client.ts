@@ -11,11 +11,29 @@ import type { QueryMeta, QueryResult } from "./watch.js";
 /** `/v1/catalog/services`: service name -> tags. */
 export type CatalogServices = Record<string, string[]>;
 
-/** An HTTP error answer from Consul (as opposed to a connection failure). */
+/** Consul answered with an HTTP error (as opposed to a connection failure). */
+export class ConsulHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    what: string,
+  ) {
+    super(`${what}: HTTP ${status}${body ? `: ${body}` : ""}`);
+    this.name = "ConsulHttpError";
+  }
+}
+
 export function consulStatusCode(err: unknown): number | undefined {
-  const e = err as { response?: { statusCode?: unknown } } | undefined;
-  const code = e?.response?.statusCode;
-  return typeof code === "number" ? code : undefined;
+  return err instanceof ConsulHttpError ? err.status : undefined;
+}
+
+/** The client's errors name the call, not the answer; keep Consul's own words ("ACL not found", "rpc error: ..."). */
+function describe(err: unknown, what: string): unknown {
+  const res = (err as { response?: { statusCode?: unknown; body?: unknown } } | undefined)?.response;
+  if (!res || typeof res.statusCode !== "number") return err;
+  const raw = res.body;
+  const text = Buffer.isBuffer(raw) ? raw.toString("utf8") : typeof raw === "string" ? raw : raw === undefined ? "" : JSON.stringify(raw);
+  return new ConsulHttpError(res.statusCode, text.trim().slice(0, 300), what);
 }
 
 export class ConsulHttp {
@@ -50,17 +68,21 @@ export class ConsulHttp {
   }
 
   catalogServices(index: number, signal: AbortSignal): Promise<QueryResult<CatalogServices>> {
-    return this.read((o) => this.consul.catalog.service.list(o as never), {}, index, signal) as Promise<QueryResult<CatalogServices>>;
+    return this.read("GET /v1/catalog/services", (o) => this.consul.catalog.service.list(o as never), {}, index, signal) as Promise<
+      QueryResult<CatalogServices>
+    >;
   }
 
   /** All instances, whatever their health (`passing=false`): health travels with the endpoint. */
   healthService(name: string, index: number, signal: AbortSignal): Promise<QueryResult<ConsulHealthEntry[]>> {
-    return this.read((o) => this.consul.health.service(o as never), { service: name, passing: false }, index, signal) as Promise<
+    const what = `GET /v1/health/service/${name}`;
+    return this.read(what, (o) => this.consul.health.service(o as never), { service: name, passing: false }, index, signal) as Promise<
       QueryResult<ConsulHealthEntry[]>
     >;
   }
 
   private async read(
+    what: string,
     call: (options: Record<string, unknown>) => Promise<unknown>,
     base: Record<string, unknown>,
     index: number,
@@ -90,6 +112,8 @@ export class ConsulHttp {
     try {
       const [res, body] = (await call(options)) as [{ headers: Record<string, string | string[] | undefined> }, unknown];
       return { body, meta: queryMeta(res.headers) };
+    } catch (err) {
+      throw describe(err, what);
     } finally {
       signal.removeEventListener("abort", cancel);
     }

@@ -132,10 +132,10 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     const out: ConfigProblem[] = [];
     const at = { file: this.options.address, line: 0, column: 0 };
     if (this.tokenProblem) out.push({ severity: "error", message: this.tokenProblem, ...at });
-    for (const [key, f] of [...this.failures].sort(([a], [b]) => a.localeCompare(b))) {
+    for (const [, f] of [...this.failures].sort(([a], [b]) => a.localeCompare(b))) {
       if (f.status === 401 || f.status === 403) {
         const where = this.options.tokenFile ? ` (token from ${this.options.tokenFile})` : " (no token configured)";
-        out.push({ severity: "error", message: `Consul denied ${key}: ${f.message}${where}`, ...at });
+        out.push({ severity: "error", message: `Consul denied access: ${f.message}${where}`, ...at });
       }
     }
     for (const key of [...this.filteredByAcls].sort()) {
@@ -214,10 +214,11 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
 
   private onError(key: string, err: unknown, consecutive: number): void {
     const status = consulStatusCode(err);
-    const message = err instanceof Error ? err.message : String(err);
+    // HTTP errors already name the request; connection errors name only the client call.
+    const message = status !== undefined ? (err as Error).message : `${key}: ${err instanceof Error ? err.message : String(err)}`;
     const was = this.failures.get(key);
     this.failures.set(key, status === undefined ? { message } : { message, status });
-    this.lastError = `${key}: ${message}`;
+    this.lastError = message;
     if (!was || was.message !== message) this.log.warn(`consul ${key}: ${message} (attempt ${consecutive}; retrying with backoff)`);
     if ((status === 401 || status === 403) && this.options.tokenFile) this.reloadToken();
     this.resolveFirstOutcome();
