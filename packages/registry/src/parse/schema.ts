@@ -94,7 +94,9 @@ export const MAX_NODES_PER_DOCUMENT = 200_000;
 
 const INVALID = Symbol("invalid");
 const ABSENT = Symbol("absent");
-type Out = unknown | typeof INVALID | typeof ABSENT;
+/** Present in the input but deliberately not kept (IgnoredSchema). */
+const DROPPED = Symbol("dropped");
+type Out = unknown | typeof INVALID | typeof ABSENT | typeof DROPPED;
 
 class LimitExceeded extends Error {}
 
@@ -135,7 +137,7 @@ export class Walker implements RuleContext {
   check(node: Node | null | undefined, schema: Schema, path: string, at: Position): unknown {
     try {
       const v = this.value(node, schema, path, at);
-      return v === INVALID || v === ABSENT ? undefined : v;
+      return v === INVALID || v === ABSENT || v === DROPPED ? undefined : v;
     } catch (e) {
       if (!(e instanceof LimitExceeded)) throw e;
       this.report("error", at, e.message, path);
@@ -164,7 +166,7 @@ export class Walker implements RuleContext {
     if (schema.deprecated) this.report("warning", here, schema.deprecated, path);
     switch (schema.type) {
       case "ignored":
-        return ABSENT;
+        return DROPPED;
       case "object":
         return this.object(node, schema, path, here);
       case "array":
@@ -244,7 +246,7 @@ export class Walker implements RuleContext {
         this.fail(itemAt, `${describePath(itemPath)}: empty list item`, itemPath);
         return;
       }
-      if (v === INVALID) return;
+      if (v === INVALID || v === DROPPED) return;
       if (schema.unique && (typeof v === "string" || typeof v === "number")) {
         const first = seen.get(v);
         if (first !== undefined) {
@@ -282,7 +284,7 @@ export class Walker implements RuleContext {
       }
       const valueAt = pair.value ? this.pos(pair.value as Node, keyAt) : keyAt;
       const v = this.value(pair.value as Node, schema.values, entryPath, valueAt);
-      if (v === INVALID) continue;
+      if (v === INVALID || v === DROPPED) continue;
       if (v === ABSENT) {
         this.fail(valueAt, `${describePath(entryPath)}: missing value`, entryPath);
         continue;
@@ -328,7 +330,7 @@ export class Walker implements RuleContext {
       rec.keys.set(key, keyAt);
       rec.values.set(key, valueAt);
       if (v !== ABSENT) present.add(key);
-      if (v !== INVALID && v !== ABSENT) out[key] = v;
+      if (v !== INVALID && v !== ABSENT && v !== DROPPED) out[key] = v;
     }
     for (const [name, f] of Object.entries(schema.fields)) {
       if (f.required && !present.has(name)) {

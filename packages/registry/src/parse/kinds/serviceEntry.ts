@@ -51,7 +51,7 @@ function checkServiceEntry(se: ServiceEntrySpec, r: RuleContext): void {
     seenHosts.set(key, i);
   });
 
-  if (ports.length === 0) r.error(se, se.ports ? "ports" : undefined, "spec.ports: a ServiceEntry needs at least one port");
+  if (ports.length === 0) r.error(se, se.ports ? "ports" : undefined, "spec.ports: a ServiceEntry needs at least one port", { key: true });
   const numbers = new Map<number, number>();
   const names = new Map<string, number>();
   ports.forEach((p, i) => {
@@ -75,7 +75,7 @@ function checkServiceEntry(se: ServiceEntrySpec, r: RuleContext): void {
       r.error(first, "address", `spec.endpoints[${i}].address: unix socket endpoints need resolution STATIC (resolution is ${resolution})`);
     }
     if (ports.length !== 1) {
-      r.error(se, "ports", `spec.ports: a ServiceEntry with unix socket endpoints must declare exactly one port (it declares ${ports.length})`);
+      r.error(se, "ports", `spec.ports: a ServiceEntry with unix socket endpoints must declare exactly one port (it declares ${ports.length})`, { key: true });
     }
   }
 
@@ -114,7 +114,7 @@ function checkServiceEntry(se: ServiceEntrySpec, r: RuleContext): void {
       }
       if (endpoints.length === 0 && !se.workloadSelector) {
         se.hosts.forEach((h, i) => {
-          if (h.startsWith("*")) r.error(se.hosts, i, `spec.hosts[${i}]: resolution ${resolution} without endpoints resolves the hosts themselves, so '${h}' cannot be a wildcard`);
+          if (h.startsWith("*.")) r.error(se.hosts, i, `spec.hosts[${i}]: resolution ${resolution} without endpoints resolves the hosts themselves, so '${h}' cannot be a wildcard`);
         });
       }
       break;
