@@ -219,7 +219,11 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     const was = this.failures.get(key);
     this.failures.set(key, status === undefined ? { message } : { message, status });
     this.lastError = message;
-    if (!was || was.message !== message) this.log.warn(`consul ${key}: ${message} (attempt ${consecutive}; retrying with backoff)`);
+    if (!was || was.message !== message) {
+      // In an outage every service watch fails at once: one warning (the catalog's), the rest at debug level.
+      const level = key === CATALOG_KEY || !this.failures.has(CATALOG_KEY) ? "warn" : "debug";
+      this.log[level](`consul ${message} (attempt ${consecutive}; retrying with backoff)`);
+    }
     if ((status === 401 || status === 403) && this.options.tokenFile) this.reloadToken();
     this.resolveFirstOutcome();
     this.refreshMeta();
