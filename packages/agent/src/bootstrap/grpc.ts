@@ -1,0 +1,50 @@
+// The proxyless gRPC bootstrap (the GRPC_XDS_BOOTSTRAP file format, as @grpc/grpc-js-xds's xds-bootstrap.ts
+// validates it).
+//
+// The xDS server channel. grpc-js-xds 1.14 accepts only the "insecure" and "google_default" channel
+// credential types for the xDS server (SUPPORTED_CHANNEL_CREDS_TYPES); it cannot present a client
+// certificate to the control plane. So a proxyless client on a VM talks plaintext to the agent's local xDS
+// proxy (a unix socket by default, as Istio's agent does), and the agent forwards the streams over mTLS with
+// the workload certificate (xds-proxy.ts). `grpc.xdsServerUri` overrides this, e.g. for a loopback-only
+// control plane in development.
+//
+// Workload certificates reach the gRPC library through the `file_watcher` certificate provider on the same
+// files the agent rotates; the control plane references the instance `default` from clusters
+// (`tls_certificate_provider_instance` + `validation_context.ca_certificate_provider_instance`) and listeners.
+import type { AgentConfig } from "../config.js";
+import { xdsNode } from "./node.js";
+
+export const CERT_PROVIDER_INSTANCE = "default";
+export const SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s";
+
+/** Milliseconds as a protobuf JSON duration ("60s", "0.5s"), the form grpc-js's parseDuration reads. */
+function protoDuration(ms: number): string {
+  return `${ms / 1000}s`;
+}
+
+export function grpcBootstrap(cfg: AgentConfig): Record<string, unknown> {
+  const node = xdsNode(cfg, "grpc");
+  return {
+    xds_servers: [
+      {
+        server_uri: cfg.grpc.xdsServerUri,
+        channel_creds: [{ type: cfg.grpc.channelCreds }],
+        // xds_v3 is what gRPC's C-core and Go expect; grpc-js ignores unknown features.
+        server_features: ["xds_v3"],
+      },
+    ],
+    node: { ...node, locality: {} },
+    certificate_providers: {
+      [CERT_PROVIDER_INSTANCE]: {
+        plugin_name: "file_watcher",
+        config: {
+          certificate_file: cfg.output.certChainFile,
+          private_key_file: cfg.output.keyFile,
+          ca_certificate_file: cfg.output.rootCertFile,
+          refresh_interval: protoDuration(cfg.grpc.certRefreshMs),
+        },
+      },
+    },
+    server_listener_resource_name_template: SERVER_LISTENER_TEMPLATE,
+  };
+}
