@@ -1,0 +1,42 @@
+// Applying an iptables plan to this host: the only impure part of traffic capture. Requires root and the
+// iptables-restore binary; anything else is a clear error rather than a half-applied rule set.
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { renderRestore, type IptablesPlan } from "./iptables.js";
+
+export class IptablesApplyError extends Error {}
+
+/** Absolute path of `name` on PATH, or undefined. */
+export function findOnPath(name: string, envPath = process.env.PATH ?? ""): string | undefined {
+  if (name.includes("/")) return fs.existsSync(name) ? name : undefined;
+  for (const dir of envPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export function applyPlan(plan: IptablesPlan): void {
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    throw new IptablesApplyError("applying iptables rules needs root; run as root, or use --dry-run to print them");
+  }
+  const restore = findOnPath("iptables-restore");
+  if (!restore) throw new IptablesApplyError("iptables-restore not found on PATH; install iptables, or use --dry-run to print the rules");
+  // Jumps into our chains from the built-in chains survive a re-apply; do not add them twice.
+  const existing = new Set<string>();
+  const save = findOnPath("iptables-save");
+  if (save) {
+    const r = spawnSync(save, ["-t", plan.table], { encoding: "utf8" });
+    if (r.status === 0) for (const line of r.stdout.split("\n")) existing.add(line.trim());
+  }
+  const r = spawnSync(restore, ["--noflush"], { input: renderRestore(plan, existing), encoding: "utf8" });
+  if (r.error) throw new IptablesApplyError(`iptables-restore failed to run: ${r.error.message}`);
+  if (r.status !== 0) throw new IptablesApplyError(`iptables-restore exited with ${r.status}: ${r.stderr.trim()}`);
+}

@@ -1,0 +1,153 @@
+// Traffic capture for a VM sidecar in REDIRECT mode: the nat rules Istio's istio-iptables installs, with our
+// chain names. Pure: the rules are data (argv arrays), rendered either as `iptables ...` command lines
+// (--dry-run, docs, review) or as `iptables-restore` input (applied atomically, one transaction).
+//
+// Inbound:  PREROUTING -> VMPILOT_INBOUND -> (captured ports) VMPILOT_IN_REDIRECT -> REDIRECT :15006
+// Outbound: OUTPUT -> VMPILOT_OUTPUT -> (captured destinations) VMPILOT_REDIRECT -> REDIRECT :15001
+// The proxy's own traffic (its uid/gid) is never captured again, which is what stops the redirect loop.
+import net from "node:net";
+import type { AgentConfig } from "./config.js";
+
+export const INBOUND_CAPTURE_PORT = 15006;
+export const OUTBOUND_CAPTURE_PORT = 15001;
+/** Never captured inbound: ssh, agent status, readiness, Envoy's Prometheus listener. */
+export const ALWAYS_EXCLUDED_INBOUND_PORTS = [22, 15020, 15021, 15090] as const;
+/** Envoy's inbound passthrough source address (Istio's): traffic it sends to the app on loopback. */
+export const INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6/32";
+
+export const CHAINS = {
+  inbound: "VMPILOT_INBOUND",
+  inRedirect: "VMPILOT_IN_REDIRECT",
+  output: "VMPILOT_OUTPUT",
+  redirect: "VMPILOT_REDIRECT",
+} as const;
+
+export interface IptablesRule {
+  table: "nat";
+  chain: string;
+  /** Everything after `-A CHAIN`. */
+  args: string[];
+}
+
+export interface IptablesPlan {
+  table: "nat";
+  /** Chains to create (in order). */
+  chains: string[];
+  rules: IptablesRule[];
+  /** Things the plan left out on purpose (e.g. IPv6 ranges, which need ip6tables). */
+  notes: string[];
+}
+
+export interface CaptureSettings {
+  proxyUid: number;
+  proxyGid?: number;
+  /** `*` or port numbers (as strings, like Istio's annotation). */
+  includeInboundPorts: string[];
+  excludeInboundPorts: number[];
+  /** `*` or CIDRs. */
+  includeOutboundCidrs: string[];
+  excludeOutboundCidrs: string[];
+  excludeOutboundPorts: number[];
+}
+
+export function captureSettings(cfg: AgentConfig): CaptureSettings {
+  const i = cfg.interception;
+  return {
+    proxyUid: i.proxyUid,
+    ...(i.proxyGid !== undefined ? { proxyGid: i.proxyGid } : {}),
+    includeInboundPorts: i.includeInboundPorts,
+    // The agent's own ports move with its config; keep them reachable even when not the defaults.
+    excludeInboundPorts: [...i.excludeInboundPorts, cfg.status.port, cfg.status.readinessPort],
+    includeOutboundCidrs: i.includeOutboundCidrs,
+    excludeOutboundCidrs: i.excludeOutboundCidrs,
+    excludeOutboundPorts: i.excludeOutboundPorts,
+  };
+}
+
+function uniqueSorted(ports: Iterable<number>): number[] {
+  return [...new Set(ports)].sort((a, b) => a - b);
+}
+
+/** The nat rules for REDIRECT capture. */
+export function redirectPlan(s: CaptureSettings): IptablesPlan {
+  const rules: IptablesRule[] = [];
+  const notes: string[] = [];
+  const add = (chain: string, ...args: string[]) => rules.push({ table: "nat", chain, args });
+  const v4 = (cidrs: string[], what: string) =>
+    cidrs.filter((c) => {
+      if (c === "*") return true;
+      if (net.isIPv4(c.split("/")[0]!)) return true;
+      notes.push(`${what} ${c} is IPv6: not handled by iptables (ip6tables rules are not generated)`);
+      return false;
+    });
+
+  add(CHAINS.redirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", String(OUTBOUND_CAPTURE_PORT));
+  add(CHAINS.inRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", String(INBOUND_CAPTURE_PORT));
+
+  // ---- inbound ----
+  const excludedIn = uniqueSorted([...ALWAYS_EXCLUDED_INBOUND_PORTS, ...s.excludeInboundPorts]);
+  const includeAllIn = s.includeInboundPorts.includes("*");
+  const includedIn = uniqueSorted(s.includeInboundPorts.filter((p) => p !== "*").map(Number)).filter((p) => !excludedIn.includes(p));
+  if (includeAllIn || includedIn.length > 0) {
+    add("PREROUTING", "-p", "tcp", "-j", CHAINS.inbound);
+    for (const p of excludedIn) add(CHAINS.inbound, "-p", "tcp", "--dport", String(p), "-j", "RETURN");
+    if (includeAllIn) add(CHAINS.inbound, "-p", "tcp", "-j", CHAINS.inRedirect);
+    else for (const p of includedIn) add(CHAINS.inbound, "-p", "tcp", "--dport", String(p), "-j", CHAINS.inRedirect);
+  } else {
+    notes.push("no inbound ports to capture: inbound traffic reaches the application directly");
+  }
+
+  // ---- outbound ----
+  const includeOut = v4(s.includeOutboundCidrs, "includeOutboundCidrs");
+  const excludeOut = v4(s.excludeOutboundCidrs, "excludeOutboundCidrs").filter((c) => c !== "*");
+  if (includeOut.length === 0) {
+    notes.push("no outbound ranges to capture: outbound traffic bypasses the proxy");
+    return { table: "nat", chains: Object.values(CHAINS), rules, notes };
+  }
+  add("OUTPUT", "-p", "tcp", "-j", CHAINS.output);
+  // Envoy's inbound passthrough to the app (source 127.0.0.6) must not loop back into the proxy.
+  add(CHAINS.output, "-o", "lo", "-s", INBOUND_PASSTHROUGH_SOURCE, "-j", "RETURN");
+  for (const p of uniqueSorted(s.excludeOutboundPorts)) add(CHAINS.output, "-p", "tcp", "--dport", String(p), "-j", "RETURN");
+  const owners: [string, string][] = [["--uid-owner", String(s.proxyUid)]];
+  if (s.proxyGid !== undefined) owners.push(["--gid-owner", String(s.proxyGid)]);
+  for (const [flag, id] of owners) {
+    // The proxy calling a local app by a non-loopback address of this VM (its own service): treat as inbound.
+    add(CHAINS.output, "!", "-d", "127.0.0.1/32", "-o", "lo", "-m", "owner", flag, id, "-j", CHAINS.inRedirect);
+    // An app calling another local app over loopback: not the proxy's business.
+    add(CHAINS.output, "-o", "lo", "-m", "owner", "!", flag, id, "-j", "RETURN");
+    // The proxy's own outbound traffic leaves as is.
+    add(CHAINS.output, "-m", "owner", flag, id, "-j", "RETURN");
+  }
+  add(CHAINS.output, "-d", "127.0.0.1/32", "-j", "RETURN");
+  for (const c of excludeOut) add(CHAINS.output, "-d", c, "-j", "RETURN");
+  if (includeOut.includes("*")) add(CHAINS.output, "-j", CHAINS.redirect);
+  else for (const c of includeOut) add(CHAINS.output, "-d", c, "-j", CHAINS.redirect);
+  return { table: "nat", chains: Object.values(CHAINS), rules, notes };
+}
+
+function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_./:=,-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** `iptables -t nat -N ...` / `-A ...` lines, in the order they must run. */
+export function renderCommands(plan: IptablesPlan): string[] {
+  return [
+    ...plan.chains.map((c) => `iptables -t ${plan.table} -N ${c}`),
+    ...plan.rules.map((r) => ["iptables", "-t", r.table, "-A", r.chain, ...r.args].map(shellQuote).join(" ")),
+  ];
+}
+
+/**
+ * `iptables-restore --noflush` input: declaring our chains flushes them, so re-applying replaces our rules;
+ * the jumps from PREROUTING/OUTPUT are only added when `existingJumps` says they are not there yet.
+ */
+export function renderRestore(plan: IptablesPlan, existingJumps: ReadonlySet<string> = new Set()): string {
+  const lines = [`*${plan.table}`, ...plan.chains.map((c) => `:${c} - [0:0]`)];
+  for (const r of plan.rules) {
+    const line = ["-A", r.chain, ...r.args].join(" ");
+    if ((r.chain === "PREROUTING" || r.chain === "OUTPUT") && existingJumps.has(line)) continue;
+    lines.push(line);
+  }
+  lines.push("COMMIT", "");
+  return lines.join("\n");
+}
