@@ -11,15 +11,15 @@
 //    file twice, once through `..data`), but they are watched, because the swap happens there.
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { readdir, readFile, stat } from "node:fs/promises";
-import type { Stats } from "node:fs";
+import { watch, type FSWatcher as NodeFsWatcher, type Stats } from "node:fs";
+import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import chokidar, { type FSWatcher } from "chokidar";
 import { Debouncer } from "./debounce.js";
 import { gitHead } from "./git-head.js";
 import { createLogger } from "./logger.js";
 import type { AnyConfig, ConfigProblem, RegistrySource, SourceState, SourceStatus } from "./model.js";
-import { parseDocuments } from "./parse/index.js";
+import { MAX_FILE_BYTES, parseDocuments } from "./parse/index.js";
 
 export interface FileSourceOptions {
   dirs: string[];
@@ -51,6 +51,11 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   private readonly files = new Map<string, FileState>();
   private readonly debouncer: Debouncer;
   private watcher: FSWatcher | undefined;
+  private readonly linkWatchers: NodeFsWatcher[] = [];
+  private readonly readyWaiters: (() => void)[] = [];
+  /** Real paths of the configured dirs when the watcher was opened. */
+  private rootTargets = "";
+  private running = false;
   private state: SourceState;
   private synced = false;
   private dirErrors: string[] = [];
@@ -73,8 +78,55 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
 
   /** Watches, then scans once; resolves with `status.synced` true (bad files reported, good ones served). */
   async start(): Promise<void> {
-    if (this.watcher) throw new Error(`${this.name}: already started`);
+    if (this.running) throw new Error(`${this.name}: already started`);
+    this.running = true;
     this.stopped = false;
+    await this.watchLinkedRoots();
+    await this.openWatcher();
+    // Watching before the first scan: an edit racing with startup is either in the scan or triggers another.
+    this.requestScan();
+    await this.scanning;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.running = false;
+    this.debouncer.cancel();
+    for (const w of this.linkWatchers.splice(0)) w.close();
+    for (const release of this.readyWaiters.splice(0)) release();
+    const w = this.watcher;
+    this.watcher = undefined;
+    await w?.close();
+    await this.scanning;
+  }
+
+  /**
+   * A configured directory that is itself a symlink (git-sync's `--link`, a blue/green deploy dir) is switched by
+   * replacing the link, which happens in its parent: chokidar, watching what the link pointed to, never hears of
+   * it. So the parent is watched for that one name, and a rescan that finds the link retargeted re-opens the
+   * watcher on the new target.
+   */
+  private async watchLinkedRoots(): Promise<void> {
+    for (const dir of this.dirs) {
+      const st = await lstat(dir).catch(() => undefined);
+      if (!st?.isSymbolicLink()) continue;
+      const abs = path.resolve(dir);
+      const name = path.basename(abs);
+      try {
+        const w = watch(path.dirname(abs), (_event, filename) => {
+          if (filename === null || filename === name) this.debouncer.trigger();
+        });
+        w.on("error", (err) => log.warn(`${this.name}: cannot watch the parent of ${dir}`, { error: String(err) }));
+        this.linkWatchers.push(w);
+      } catch (err) {
+        log.warn(`${this.name}: cannot watch the parent of ${dir}; a retargeted link is noticed at the next change`, { error: String(err) });
+      }
+    }
+  }
+
+  private async openWatcher(): Promise<void> {
+    this.rootTargets = await this.resolveRoots();
+    if (this.stopped) return;
     const roots = this.dirs.map((d) => path.resolve(d));
     const watcher = chokidar.watch(this.dirs, {
       ignoreInitial: true,
@@ -84,19 +136,27 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     this.watcher = watcher;
     watcher.on("all", () => this.debouncer.trigger());
     watcher.on("error", (err) => log.warn(`${this.name}: watcher error`, { error: String(err) }));
-    await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
-    // Watching before the first scan: an edit racing with startup is either in the scan or triggers another.
-    this.requestScan();
-    await this.scanning;
+    // stop() releases the wait too: chokidar never reports `ready` once closed.
+    await new Promise<void>((resolve) => {
+      this.readyWaiters.push(resolve);
+      watcher.once("ready", () => resolve());
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.debouncer.cancel();
-    const w = this.watcher;
-    this.watcher = undefined;
-    await w?.close();
-    await this.scanning;
+  private async resolveRoots(): Promise<string> {
+    const targets = await Promise.all(this.dirs.map((d) => realpath(d).catch(() => "")));
+    return targets.join("\n");
+  }
+
+  /** Re-opens the watcher when a configured directory now resolves elsewhere (see watchLinkedRoots). */
+  private async followRetargetedRoots(): Promise<void> {
+    const targets = await this.resolveRoots();
+    if (targets === this.rootTargets || this.stopped) return;
+    log.info(`${this.name}: a configured directory now resolves elsewhere; re-watching`, { targets: targets.split("\n") });
+    const old = this.watcher;
+    await old?.close();
+    if (this.stopped) return;
+    await this.openWatcher();
   }
 
   current(): SourceState {
@@ -134,6 +194,7 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
       }
     }
     if (this.stopped) return;
+    await this.followRetargetedRoots();
 
     let changed = !this.synced || dirErrors.join("\n") !== this.dirErrors.join("\n");
     for (const [file, st] of found) {
@@ -164,6 +225,12 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     const prev = this.files.get(file);
     const statKey = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     if (prev?.statKey === statKey) return false;
+    if (st.size > MAX_FILE_BYTES) {
+      const problem: ConfigProblem = { severity: "error", message: `file is larger than ${MAX_FILE_BYTES / 1024 / 1024} MiB; split it up`, file, line: 1, column: 1 };
+      this.files.set(file, { statKey, hash: "", objects: prev?.objects ?? [], problems: [problem], stale: (prev?.objects.length ?? 0) > 0 });
+      log.warn(`${file}:1:1: ${problem.message}`);
+      return true;
+    }
     let text: string;
     try {
       text = await readFile(file, "utf8");

@@ -177,6 +177,30 @@ describe("FileSource", function () {
     expect(a.origin).to.deep.include({ type: "file", file: path.join(root, "a.yaml") });
   });
 
+  it("follows a configured directory that is a symlink when the link is swapped (git-sync --link)", async () => {
+    const rev1 = path.join(root, "rev-1111");
+    const rev2 = path.join(root, "rev-2222");
+    await mkdir(rev1);
+    await mkdir(rev2);
+    await writeFile(path.join(rev1, "svc.yaml"), serviceEntry("svc", "svc.example.com", "10.0.1.1"));
+    await writeFile(path.join(rev2, "svc.yaml"), serviceEntry("svc", "svc.example.com", "10.0.2.1"));
+    const link = path.join(root, "current");
+    await symlink("rev-1111", link);
+    const { src, changes } = await started([link]);
+    expect(address(src.current(), "ServiceEntry/default/svc")).to.equal("10.0.1.1");
+    const before = changes();
+
+    await symlink("rev-2222", path.join(root, "current.tmp"));
+    await rename(path.join(root, "current.tmp"), link);
+    await until("content of the new target", () => address(src.current(), "ServiceEntry/default/svc") === "10.0.2.1");
+    expect(src.current().objects[0]!.origin).to.deep.include({ file: path.join(link, "svc.yaml") });
+
+    // The watcher now follows the new target: an edit made only there is seen.
+    await writeFile(path.join(rev2, "svc.yaml"), serviceEntry("svc", "svc.example.com", "10.0.2.9"));
+    await until("edit in the new target", () => address(src.current(), "ServiceEntry/default/svc") === "10.0.2.9");
+    expect(changes() - before).to.be.at.most(2);
+  });
+
   it("treats a half-written file as invalid and applies it once complete", async () => {
     const { src } = await started([root]);
     const file = path.join(root, "half.yaml");
