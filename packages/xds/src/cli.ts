@@ -4,10 +4,11 @@
 import { Command } from "commander";
 import { VERSION } from "./index.js";
 import { register as registerValidate } from "./cli/validate.js";
+import { register as registerToken } from "./cli/token.js";
 
 type Register = (program: Command) => void;
 
-const COMMANDS: Register[] = [registerValidate];
+const COMMANDS: Register[] = [registerValidate, registerToken];
 
 const program = new Command("vmpilot")
   .description("Service-mesh control plane for VM fleets: Istio-style config from GitOps directories and Consul, served over xDS v3.")
