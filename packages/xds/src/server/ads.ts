@@ -1,0 +1,307 @@
+// The AggregatedDiscoveryService wire layer: a hand-built grpc-js service definition whose (de)serializers
+// are the protobufjs types of the Envoy protos. Building it by hand (rather than through proto-loader) lets a
+// response carry pre-encoded resource bytes straight into `Any.value`: a resource is encoded once by the
+// cache and copied, never re-encoded, into every stream's response.
+import type * as grpc from "@grpc/grpc-js";
+import type protobuf from "protobufjs";
+import { lookupType } from "../protos.js";
+import type { XdsNode } from "../proxy-view.js";
+
+export const ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+/** The first error of a NACK, as `google.rpc.Status`. */
+export interface ErrorDetail {
+  code: number;
+  message: string;
+}
+
+export interface SotwRequest {
+  node?: XdsNode;
+  version_info: string;
+  resource_names: string[];
+  type_url: string;
+  response_nonce: string;
+  error_detail?: ErrorDetail;
+}
+
+export interface DeltaRequest {
+  node?: XdsNode;
+  type_url: string;
+  resource_names_subscribe: string[];
+  resource_names_unsubscribe: string[];
+  initial_resource_versions: Record<string, string>;
+  response_nonce: string;
+  error_detail?: ErrorDetail;
+}
+
+/** A resource as it goes on the wire: already-encoded bytes. */
+export interface WireResource {
+  name: string;
+  version: string;
+  bytes: Uint8Array;
+}
+
+export interface SotwResponse {
+  version_info: string;
+  type_url: string;
+  nonce: string;
+  resources: readonly WireResource[];
+}
+
+export interface DeltaResponse {
+  system_version_info: string;
+  type_url: string;
+  nonce: string;
+  resources: readonly WireResource[];
+  removed_resources: readonly string[];
+}
+
+export const CONTROL_PLANE_IDENTIFIER = "vmpilot";
+
+interface Types {
+  request: protobuf.Type;
+  response: protobuf.Type;
+  deltaRequest: protobuf.Type;
+  deltaResponse: protobuf.Type;
+}
+
+let types: Types | undefined;
+function wireTypes(): Types {
+  types ??= {
+    request: lookupType("envoy.service.discovery.v3.DiscoveryRequest"),
+    response: lookupType("envoy.service.discovery.v3.DiscoveryResponse"),
+    deltaRequest: lookupType("envoy.service.discovery.v3.DeltaDiscoveryRequest"),
+    deltaResponse: lookupType("envoy.service.discovery.v3.DeltaDiscoveryResponse"),
+  };
+  return types;
+}
+
+// ---- google.protobuf.Struct -> plain JSON (the node metadata) ----
+// protobufjs's bundled struct.proto uses camelCase field names (the Envoy protos are loaded keepCase).
+
+type StructValue = {
+  nullValue?: unknown;
+  numberValue?: number;
+  stringValue?: string;
+  boolValue?: boolean;
+  structValue?: { fields?: Record<string, StructValue> };
+  listValue?: { values?: StructValue[] };
+};
+
+function valueToPlain(v: StructValue): unknown {
+  if (v.stringValue !== undefined) return v.stringValue;
+  if (v.numberValue !== undefined) return v.numberValue;
+  if (v.boolValue !== undefined) return v.boolValue;
+  if (v.structValue !== undefined) return structToPlain(v.structValue);
+  if (v.listValue !== undefined) return (v.listValue.values ?? []).map(valueToPlain);
+  return null;
+}
+
+export function structToPlain(s: { fields?: Record<string, StructValue> } | null | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s?.fields ?? {})) out[k] = valueToPlain(v);
+  return out;
+}
+
+interface DecodedNode {
+  id?: string;
+  cluster?: string;
+  metadata?: { fields?: Record<string, StructValue> };
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  user_agent_name?: string;
+}
+
+function nodeOf(n: DecodedNode | null | undefined): XdsNode | undefined {
+  if (!n) return undefined;
+  const node: XdsNode = {};
+  if (n.id) node.id = n.id;
+  if (n.cluster) node.cluster = n.cluster;
+  if (n.metadata) node.metadata = structToPlain(n.metadata);
+  if (n.locality) {
+    const { region, zone, sub_zone } = n.locality;
+    node.locality = {};
+    if (region) node.locality.region = region;
+    if (zone) node.locality.zone = zone;
+    if (sub_zone) node.locality.sub_zone = sub_zone;
+  }
+  if (n.user_agent_name) node.user_agent_name = n.user_agent_name;
+  return node;
+}
+
+function errorDetailOf(e: { code?: number; message?: string } | null | undefined): ErrorDetail | undefined {
+  // Presence of the message is what makes a NACK, whatever it says (an empty Status is still a NACK).
+  if (!e) return undefined;
+  return { code: e.code ?? 0, message: e.message ?? "" };
+}
+
+export function decodeSotwRequest(buf: Buffer): SotwRequest {
+  const t = wireTypes().request;
+  const m = t.decode(buf) as unknown as {
+    node?: DecodedNode | null;
+    version_info?: string;
+    resource_names?: string[];
+    type_url?: string;
+    response_nonce?: string;
+    error_detail?: { code?: number; message?: string } | null;
+  };
+  const req: SotwRequest = {
+    version_info: m.version_info ?? "",
+    resource_names: m.resource_names ?? [],
+    type_url: m.type_url ?? "",
+    response_nonce: m.response_nonce ?? "",
+  };
+  const node = nodeOf(m.node);
+  if (node) req.node = node;
+  const err = errorDetailOf(m.error_detail);
+  if (err) req.error_detail = err;
+  return req;
+}
+
+export function decodeDeltaRequest(buf: Buffer): DeltaRequest {
+  const t = wireTypes().deltaRequest;
+  const m = t.decode(buf) as unknown as {
+    node?: DecodedNode | null;
+    type_url?: string;
+    resource_names_subscribe?: string[];
+    resource_names_unsubscribe?: string[];
+    initial_resource_versions?: Record<string, string>;
+    response_nonce?: string;
+    error_detail?: { code?: number; message?: string } | null;
+  };
+  const req: DeltaRequest = {
+    type_url: m.type_url ?? "",
+    resource_names_subscribe: m.resource_names_subscribe ?? [],
+    resource_names_unsubscribe: m.resource_names_unsubscribe ?? [],
+    initial_resource_versions: { ...(m.initial_resource_versions ?? {}) },
+    response_nonce: m.response_nonce ?? "",
+  };
+  const node = nodeOf(m.node);
+  if (node) req.node = node;
+  const err = errorDetailOf(m.error_detail);
+  if (err) req.error_detail = err;
+  return req;
+}
+
+export function encodeSotwResponse(r: SotwResponse): Buffer {
+  const t = wireTypes().response;
+  const msg = {
+    version_info: r.version_info,
+    type_url: r.type_url,
+    nonce: r.nonce,
+    resources: r.resources.map((res) => ({ type_url: r.type_url, value: res.bytes })),
+    control_plane: { identifier: CONTROL_PLANE_IDENTIFIER },
+  };
+  return Buffer.from(t.encode(msg).finish());
+}
+
+export function encodeDeltaResponse(r: DeltaResponse): Buffer {
+  const t = wireTypes().deltaResponse;
+  const msg = {
+    system_version_info: r.system_version_info,
+    type_url: r.type_url,
+    nonce: r.nonce,
+    resources: r.resources.map((res) => ({
+      name: res.name,
+      version: res.version,
+      resource: { type_url: r.type_url, value: res.bytes },
+    })),
+    removed_resources: [...r.removed_resources],
+    control_plane: { identifier: CONTROL_PLANE_IDENTIFIER },
+  };
+  return Buffer.from(t.encode(msg).finish());
+}
+
+// Test clients (ours) need the opposite direction; kept here so both ends share one codec.
+
+export function encodeSotwRequest(r: Partial<SotwRequest>): Buffer {
+  return Buffer.from(wireTypes().request.encode(requestForEncoding(r)).finish());
+}
+
+export function encodeDeltaRequest(r: Partial<DeltaRequest>): Buffer {
+  return Buffer.from(wireTypes().deltaRequest.encode(requestForEncoding(r)).finish());
+}
+
+function requestForEncoding(r: Partial<SotwRequest> | Partial<DeltaRequest>): Record<string, unknown> {
+  const { node, ...rest } = r;
+  if (!node) return rest;
+  const metadata = node.metadata ? (plainToStruct(node.metadata) as Record<string, unknown>) : undefined;
+  return { ...rest, node: { ...node, ...(metadata ? { metadata } : {}) } };
+}
+
+function plainToValue(v: unknown): StructValue {
+  if (v === null || v === undefined) return { nullValue: 0 };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(plainToValue) } };
+  return { structValue: plainToStruct(v as Record<string, unknown>) };
+}
+
+function plainToStruct(o: Record<string, unknown>): { fields: Record<string, StructValue> } {
+  const fields: Record<string, StructValue> = {};
+  for (const [k, v] of Object.entries(o)) fields[k] = plainToValue(v);
+  return { fields };
+}
+
+export interface DecodedSotwResponse {
+  version_info: string;
+  type_url: string;
+  nonce: string;
+  resources: { type_url: string; value: Uint8Array }[];
+}
+
+export interface DecodedDeltaResponse {
+  system_version_info: string;
+  type_url: string;
+  nonce: string;
+  resources: { name: string; version: string; resource?: { type_url: string; value: Uint8Array } }[];
+  removed_resources: string[];
+}
+
+export function decodeSotwResponse(buf: Buffer): DecodedSotwResponse {
+  const m = wireTypes().response.decode(buf) as unknown as Partial<DecodedSotwResponse>;
+  return { version_info: m.version_info ?? "", type_url: m.type_url ?? "", nonce: m.nonce ?? "", resources: m.resources ?? [] };
+}
+
+export function decodeDeltaResponse(buf: Buffer): DecodedDeltaResponse {
+  const m = wireTypes().deltaResponse.decode(buf) as unknown as Partial<DecodedDeltaResponse>;
+  return {
+    system_version_info: m.system_version_info ?? "",
+    type_url: m.type_url ?? "",
+    nonce: m.nonce ?? "",
+    resources: m.resources ?? [],
+    removed_resources: m.removed_resources ?? [],
+  };
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+/**
+ * The service definition. Both directions of both methods travel as raw Buffers through grpc-js; decoding
+ * and encoding happen in the stream handlers, so a malformed request ends that stream with INVALID_ARGUMENT
+ * instead of surfacing as an opaque deserialization failure.
+ */
+export function adsServiceDefinition(): grpc.ServiceDefinition {
+  return {
+    StreamAggregatedResources: {
+      path: `/${ADS_SERVICE}/StreamAggregatedResources`,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+      originalName: "streamAggregatedResources",
+    },
+    DeltaAggregatedResources: {
+      path: `/${ADS_SERVICE}/DeltaAggregatedResources`,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+      originalName: "deltaAggregatedResources",
+    },
+  } as grpc.ServiceDefinition;
+}

@@ -1,0 +1,85 @@
+// Incremental ADS (DeltaAggregatedResources): what Envoy speaks with `DELTA_GRPC`.
+//
+// Per type we track what the client has, name -> version: seeded from `initial_resource_versions` on the
+// first request of a (reconnected) stream, updated optimistically with every response. A response carries
+// only resources whose version differs from that, plus `removed_resources` for names the client has (or
+// asked for) that do not exist for it. Requests are diffs, so subscription changes apply even when the
+// nonce they carry is stale; only the ACK/NACK part needs the latest nonce.
+import { COMPLETE_TYPES, contentVersion, type EncodedResource } from "./resources.js";
+import { type DeltaRequest, encodeDeltaResponse } from "./ads.js";
+import { type Plan, type TypeState, XdsStream } from "./stream.js";
+
+/** Marks a name we told the client does not exist, so the notice is not repeated. */
+const ABSENT = "\0absent";
+
+interface DeltaTypeState extends TypeState {
+  clientHas: Map<string, string>;
+}
+
+export class DeltaStream extends XdsStream {
+  protected declare readonly types: Map<string, DeltaTypeState>;
+
+  handle(request: unknown): void {
+    const req = request as DeltaRequest;
+    if (!req.type_url) throw new Error("DeltaDiscoveryRequest without type_url");
+    let state = this.types.get(req.type_url);
+    if (!state) {
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), force: false };
+      for (const [name, version] of Object.entries(req.initial_resource_versions)) state.clientHas.set(name, version);
+      // Envoy's delta wildcard: an empty first subscription for LDS/CDS, or "*".
+      const sub = req.resource_names_subscribe;
+      state.wildcard = sub.includes("*") || (sub.length === 0 && COMPLETE_TYPES.has(req.type_url));
+      for (const n of sub) if (n !== "*") state.names.add(n);
+      for (const n of state.clientHas.keys()) if (!state.wildcard) state.names.add(n);
+      // A fresh wildcard subscription is answered even when empty: Envoy waits for it to finish initialising.
+      state.force = state.wildcard && state.clientHas.size === 0;
+      this.types.set(req.type_url, state);
+      this.evaluate();
+      return;
+    }
+    if (req.response_nonce) this.settle(state, req.response_nonce, req.error_detail);
+    for (const n of req.resource_names_subscribe) {
+      if (n === "*") state.wildcard = true;
+      else state.names.add(n);
+    }
+    for (const n of req.resource_names_unsubscribe) {
+      if (n === "*") {
+        state.wildcard = false;
+        for (const has of [...state.clientHas.keys()]) if (!state.names.has(has)) state.clientHas.delete(has);
+      } else {
+        state.names.delete(n);
+        // Under a wildcard the resource still belongs to the client; otherwise it forgets it.
+        if (!state.wildcard) state.clientHas.delete(n);
+      }
+    }
+    this.evaluate();
+  }
+
+  protected plan(state: TypeState): Plan {
+    const s = state as DeltaTypeState;
+    const desired = this.desired(s);
+    const upserts: EncodedResource[] = [];
+    for (const r of desired.values()) if (s.clientHas.get(r.name) !== r.version) upserts.push(r);
+    const removals: string[] = [];
+    const notices: string[] = [];
+    for (const [name, version] of s.clientHas) if (!desired.has(name) && version !== ABSENT) removals.push(name);
+    // Subscribed names that do not exist: say so once, so the client stops waiting for them.
+    for (const name of s.names) if (!desired.has(name) && !s.clientHas.has(name)) notices.push(name);
+    return { upserts, removals, notices };
+  }
+
+  protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
+    const s = state as DeltaTypeState;
+    const resources = [...plan.upserts].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const removed = [...plan.notices, ...(removeNow ? plan.removals : [])].sort();
+    for (const r of resources) s.clientHas.set(r.name, r.version);
+    for (const n of removed) {
+      // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
+      if (s.names.has(n)) s.clientHas.set(n, ABSENT);
+      else s.clientHas.delete(n);
+    }
+    const version = contentVersion([...s.clientHas].filter(([, v]) => v !== ABSENT));
+    this.write(encodeDeltaResponse({ system_version_info: version, type_url: s.typeUrl, nonce, resources, removed_resources: removed }));
+    return { version, resources: resources.length, removed: removed.length };
+  }
+}

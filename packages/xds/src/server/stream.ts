@@ -1,0 +1,234 @@
+// What SotW and delta streams share: the proxy view from the first request, per-type ACK/NACK bookkeeping,
+// the one-response-in-flight rule, make-before-break sequencing, and the status /debug/syncz shows.
+import type { ProxyView } from "../proxy-view.js";
+import { byPushOrder, type EncodedResource, removalRank, type ResourceSource, shortType } from "./resources.js";
+
+export type Protocol = "sotw" | "delta";
+
+/** What a stream tells the server about its life (metrics, logs); all optional. */
+export interface StreamObserver {
+  sent?(stream: XdsStream, typeUrl: string, resources: number, removed: number): void;
+  acked?(stream: XdsStream, typeUrl: string, latencyMs: number | undefined): void;
+  nacked?(stream: XdsStream, typeUrl: string, message: string): void;
+}
+
+export interface Sent {
+  nonce: string;
+  version: string;
+  at: number;
+  resources: number;
+  removed: number;
+}
+
+export interface Nack {
+  nonce: string;
+  version: string;
+  message: string;
+  at: number;
+}
+
+/** Per-type state common to both protocols. */
+export interface TypeState {
+  typeUrl: string;
+  wildcard: boolean;
+  /** Explicitly subscribed names (besides a wildcard). */
+  names: Set<string>;
+  /** The response waiting for its ACK/NACK: at most one per type. */
+  inflight?: Sent & { triggeredAt?: number };
+  lastSent?: Sent;
+  acked?: { nonce: string; version: string; at: number };
+  lastNack?: Nack;
+  /** Respond even if the content equals what was sent (a new subscription wants an answer). */
+  force: boolean;
+  /** Earliest push trigger whose change has not been sent yet (push latency is measured from it). */
+  dirtySince?: number;
+}
+
+/** The differences between what a proxy should have and what it was sent. */
+export interface Plan {
+  /** Resources to (re)send: new, changed or forced. */
+  upserts: EncodedResource[];
+  /** Names the proxy has that no longer exist for it: deferred until nothing can still reference them. */
+  removals: string[];
+  /** Names to report absent that the proxy never had (delta: subscribed names that do not exist). */
+  notices: string[];
+}
+
+export interface TypeStatus {
+  type: string;
+  typeUrl: string;
+  subscription: { wildcard: boolean; names: string[] };
+  sent?: Sent;
+  acked?: { nonce: string; version: string; at: number };
+  /** A response is waiting for its ACK/NACK. */
+  pending: boolean;
+  lastNack?: Nack;
+}
+
+export interface StreamStatus {
+  streamId: string;
+  proxyId: string;
+  kind: ProxyView["kind"];
+  namespace: string;
+  protocol: Protocol;
+  peer: string;
+  connectedAt: number;
+  types: TypeStatus[];
+}
+
+export type Writer = (message: Buffer) => void;
+
+let streamCounter = 0;
+
+export abstract class XdsStream {
+  readonly streamId: string;
+  readonly connectedAt = Date.now();
+  protected readonly types = new Map<string, TypeState>();
+  private nonceCounter = 0;
+  private closed = false;
+
+  constructor(
+    readonly protocol: Protocol,
+    readonly view: ProxyView,
+    readonly peer: string,
+    protected readonly source: ResourceSource,
+    private readonly writer: Writer,
+    protected readonly observer: StreamObserver = {},
+  ) {
+    this.streamId = `${process.pid.toString(36)}-${(++streamCounter).toString(36)}`;
+  }
+
+  /** Handles one decoded request. Throws for protocol violations (the stream ends with INVALID_ARGUMENT). */
+  abstract handle(request: unknown): void;
+
+  /** The source changed: send every type whose content differs from what this proxy was sent. */
+  push(triggeredAt: number): void {
+    this.evaluate(triggeredAt);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  status(): StreamStatus {
+    const types = [...this.types.values()]
+      .sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl))
+      .map((t): TypeStatus => {
+        const s: TypeStatus = {
+          type: shortType(t.typeUrl),
+          typeUrl: t.typeUrl,
+          subscription: { wildcard: t.wildcard, names: [...t.names].sort() },
+          pending: t.inflight !== undefined,
+        };
+        if (t.lastSent) s.sent = { ...t.lastSent };
+        if (t.acked) s.acked = { ...t.acked };
+        if (t.lastNack) s.lastNack = { ...t.lastNack };
+        return s;
+      });
+    return {
+      streamId: this.streamId,
+      proxyId: this.view.id,
+      kind: this.view.kind,
+      namespace: this.view.namespace,
+      protocol: this.protocol,
+      peer: this.peer,
+      connectedAt: this.connectedAt,
+      types,
+    };
+  }
+
+  /** The differences for one type (no side effects). */
+  protected abstract plan(state: TypeState): Plan;
+
+  /** Sends one response for `state` made of `upserts`, `removals` (allowed now) and `notices`. */
+  protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined;
+
+  /** What exists for this proxy, restricted to the subscription. */
+  protected desired(state: TypeState): ReadonlyMap<string, EncodedResource> {
+    const all = this.available(state.typeUrl);
+    if (state.wildcard) return all;
+    const out = new Map<string, EncodedResource>();
+    for (const name of state.names) {
+      const r = all.get(name);
+      if (r) out.set(name, r);
+    }
+    return out;
+  }
+
+  protected available(typeUrl: string): ReadonlyMap<string, EncodedResource> {
+    return this.source.resources(this.view, typeUrl);
+  }
+
+  protected nextNonce(): string {
+    return `${this.streamId}-${(++this.nonceCounter).toString(36)}`;
+  }
+
+  /** Whether `nonce` answers the response in flight for `state`, and if so records the ACK or NACK. */
+  protected settle(state: TypeState, nonce: string, error: { message: string } | undefined): "ack" | "nack" | "none" {
+    const inflight = state.inflight;
+    if (!inflight || nonce !== inflight.nonce) return "none";
+    state.inflight = undefined;
+    const now = Date.now();
+    if (error) {
+      // A NACK: the proxy keeps what it had. What we sent stays recorded as sent, so the same content is not
+      // offered again until it changes (no NACK loop). gRPC reports a partial NACK with the new version, so
+      // only error_detail decides.
+      state.lastNack = { nonce, version: inflight.version, message: error.message, at: now };
+      this.observer.nacked?.(this, state.typeUrl, error.message);
+      return "nack";
+    }
+    state.acked = { nonce, version: inflight.version, at: now };
+    this.observer.acked?.(this, state.typeUrl, inflight.triggeredAt !== undefined ? now - inflight.triggeredAt : undefined);
+    return "ack";
+  }
+
+  /**
+   * Sends what each type needs, in make-before-break order, honouring one response in flight per type.
+   * A type's removals wait until no other type has unsent or unacknowledged changes and every type earlier
+   * in removal order has finished removing: otherwise a proxy could drop a cluster a listener still uses.
+   */
+  protected evaluate(triggeredAt?: number): void {
+    if (this.closed) return;
+    const states = [...this.types.values()].sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl));
+    const plans = new Map<TypeState, Plan>();
+    for (const s of states) plans.set(s, this.plan(s));
+    const hasChanges = (s: TypeState): boolean => {
+      const p = plans.get(s)!;
+      return s.force || p.upserts.length > 0 || p.notices.length > 0;
+    };
+    for (const s of states) {
+      const p = plans.get(s)!;
+      const wants = hasChanges(s) || p.removals.length > 0;
+      if (!wants) continue;
+      if (s.inflight) {
+        // Queued: sent after the ACK/NACK of the response in flight.
+        if (triggeredAt !== undefined) s.dirtySince = Math.min(s.dirtySince ?? triggeredAt, triggeredAt);
+        continue;
+      }
+      const removeNow =
+        p.removals.length > 0 &&
+        states.every((o) => o === s || (!o.inflight && !hasChanges(o) && (removalRank(o.typeUrl) >= removalRank(s.typeUrl) || plans.get(o)!.removals.length === 0)));
+      if (!hasChanges(s) && !removeNow) continue;
+      const nonce = this.nextNonce();
+      const out = this.respond(s, p, removeNow, nonce);
+      s.force = false;
+      if (!out) continue;
+      const at = Date.now();
+      const trigger = s.dirtySince ?? triggeredAt;
+      s.dirtySince = undefined;
+      s.lastSent = { nonce, version: out.version, at, resources: out.resources, removed: out.removed };
+      s.inflight = { ...s.lastSent, ...(trigger !== undefined ? { triggeredAt: trigger } : {}) };
+      this.observer.sent?.(this, s.typeUrl, out.resources, out.removed);
+      // This type is now in flight: the types after it see that when deciding on their removals.
+      plans.set(s, { upserts: [], removals: removeNow ? [] : p.removals, notices: [] });
+    }
+  }
+
+  protected write(message: Buffer): void {
+    if (!this.closed) this.writer(message);
+  }
+}
