@@ -38,8 +38,8 @@ function jsonFormat(): winston.Logform.Format {
 
 function rootLogger(): winston.Logger {
   if (root) return root;
-  const envLevel = process.env.VMPILOT_LOG_LEVEL?.toLowerCase();
-  const envFormat = process.env.VMPILOT_LOG_FORMAT?.toLowerCase();
+  const envLevel = process.env.VMPILOT_LOG_LEVEL?.trim().toLowerCase() || undefined;
+  const envFormat = process.env.VMPILOT_LOG_FORMAT?.trim().toLowerCase() || undefined;
   const json = envFormat === "json" || (envFormat !== "pretty" && !process.stderr.isTTY);
   root = winston.createLogger({
     level: isLevel(envLevel) ? envLevel : "info",
