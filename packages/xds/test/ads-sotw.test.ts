@@ -1,6 +1,7 @@
 // State-of-the-world ADS rules, proven with our raw client against the real server on a real gRPC port.
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
+import { startAds } from "../../../test/helpers/ads-port.js";
 import { AdsServer } from "../src/server/ads-server.js";
 import { decodeToJson } from "../src/protojson.js";
 import { TypeUrl } from "../src/protos.js";
@@ -17,15 +18,6 @@ function names(r: { resources: { type_url: string; value: Uint8Array }[] }): str
     const j = decodeToJson(a.type_url.slice(a.type_url.lastIndexOf("/") + 1), a.value) as Record<string, string>;
     return j.name ?? j.cluster_name!;
   });
-}
-
-export async function startAds(ads: AdsServer): Promise<{ address: string; server: grpc.Server }> {
-  const server = new grpc.Server();
-  server.addService(ads.definition, ads.implementation());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  return { address: `127.0.0.1:${port}`, server };
 }
 
 describe("ADS state of the world", function () {
