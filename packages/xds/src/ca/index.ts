@@ -35,6 +35,8 @@ export interface MeshCaOptions {
   /** SANs of the secure port's own certificate besides its SPIFFE id. */
   dnsNames?: readonly string[];
   ipAddresses?: readonly string[];
+  /** Leeway when checking a token's exp/iat. Default DEFAULT_CLOCK_TOLERANCE_S. */
+  tokenClockToleranceS?: number;
   logger?: Logger;
 }
 
@@ -58,7 +60,10 @@ export async function loadMeshCa(opts: MeshCaOptions): Promise<MeshCa> {
     ...(opts.leafTtlMs !== undefined ? { leafTtlMs: opts.leafTtlMs } : {}),
     ...(logger ? { logger } : {}),
   });
-  const tokens = await TokenAuthority.load({ stateDir: opts.stateDir });
+  const tokens = await TokenAuthority.load({
+    stateDir: opts.stateDir,
+    ...(opts.tokenClockToleranceS !== undefined ? { clockToleranceS: opts.tokenClockToleranceS } : {}),
+  });
   const secure = await SecurePortCredentials.create({
     authority,
     ...(opts.dnsNames ? { dnsNames: opts.dnsNames } : {}),
