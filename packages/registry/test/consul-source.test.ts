@@ -270,6 +270,33 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(s.current().problems).to.deep.equal([]);
   });
 
+  it("does not query without its token file (an ACL'd Consul would answer with empty lists), and starts once it appears", async function () {
+    this.timeout(90_000);
+    const token = "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    const t = (ctx.target = await make({ aclToken: token }));
+    await t.register(webA);
+    const dir = await mkdtemp(join(tmpdir(), "vmpilot-consul-token-"));
+    ctx.cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const tokenFile = join(dir, "token");
+    const s = await newSource(t, { tokenFile });
+    expect(s.current().status.synced).to.equal(false);
+    expect(s.current().problems.map((p) => p.message)).to.satisfy((m: string[]) => m.some((x) => x.includes(`cannot read Consul ACL token file ${tokenFile}`)));
+    if (t.sim) expect(t.sim.requestsTo("/v1/catalog/services")).to.deep.equal([]);
+    await writeFile(tokenFile, token);
+    await waitFor(() => s.current().status.synced && addresses(s, "web").length === 1, "synced once the token file exists", 60_000);
+    expect(s.current().problems).to.deep.equal([]);
+  });
+
+  it("reports answers that ACLs filtered (no token against a default-deny Consul)", async function () {
+    this.timeout(90_000);
+    const t = (ctx.target = await make({ aclToken: "7c6d5e4f-3a2b-4c1d-8e9f-0a1b2c3d4e5f" }));
+    await t.register(webA);
+    const s = await newSource(t);
+    await waitFor(() => s.current().problems.some((p) => /filtered/.test(p.message)), "filtered-by-ACLs warning");
+    expect(s.current().problems.find((p) => /filtered/.test(p.message))).to.deep.include({ severity: "warning", file: t.address });
+    expect(s.current().services).to.deep.equal([]);
+  });
+
   it("talks HTTPS to Consul with a CA and a client certificate", async function () {
     this.timeout(90_000);
     const pki: TestPki = await createTestPki();
@@ -305,7 +332,9 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await t.register(webA);
     const s = await newSource(t, { datacenter: sim.datacenter, stale: true });
     await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
-    await waitFor(() => sim.requestsTo("/v1/health/service/web").some((r) => Number(r.query.index) > 0), "a blocking health query");
+    for (const path of ["/v1/catalog/services", "/v1/health/service/web"]) {
+      await waitFor(() => sim.requestsTo(path).some((r) => Number(r.query.index) > 0), `a blocking query on ${path}`);
+    }
 
     const reads = sim.requests.filter((r) => r.method === "GET");
     for (const r of reads) {
@@ -374,13 +403,17 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     sim.resetIndex(3);
     await t.register(webB); // index 4: still below what the source holds
     await waitFor(() => addresses(s, "web").length === 2, "web-b seen after the reset");
-    const after = sim.requestsTo("/v1/catalog/services", resetAt);
-    const restart = after.findIndex((r) => (r.query.index ?? "0") === "0");
-    expect(restart, "a non-blocking catalog read after the reset").to.be.greaterThan(-1);
-    const next = after[restart + 1];
-    await waitFor(() => sim.requestsTo("/v1/catalog/services", resetAt).length > restart + 1, "a blocking read after the restart");
-    expect(Number((next ?? sim.requestsTo("/v1/catalog/services", resetAt)[restart + 1]!).query.index)).to.be.lessThan(highIndex);
-    expect(Number(s.current().status.revision)).to.be.lessThan(highIndex);
+    // Each watch holds its old index until its blocked query times out with the lower one, then reads from 0 and
+    // blocks again on the new, lower index.
+    for (const path of ["/v1/catalog/services", "/v1/health/service/web"]) {
+      const idx = (r: { query: Record<string, string> }) => Number(r.query.index ?? 0);
+      await waitFor(() => {
+        const after = sim.requestsTo(path, resetAt);
+        const restart = after.findIndex((r) => idx(r) === 0);
+        return restart >= 0 && after.slice(restart + 1).some((r) => idx(r) > 0 && idx(r) < highIndex);
+      }, `${path}: a read from 0, then blocking at the new lower index`);
+    }
+    await waitFor(() => Number(s.current().status.revision) < highIndex, "revision follows the lower index");
 
     await t.setStatus(webB, "critical");
     await waitFor(() => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", "changes after the reset");
