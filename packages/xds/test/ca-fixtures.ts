@@ -6,11 +6,15 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import * as x509 from "@peculiar/x509";
 import winston from "winston";
 // winston's own base class for transports (a dependency of winston, what `winston.Transport` is at runtime).
 import Transport from "winston-transport";
+import { checkStreamIdentity } from "../src/ca/identity.js";
+import { loadMeshCa, type MeshCa, type MeshCaOptions } from "../src/ca/index.js";
 import { ECDSA_SHA256, generateP256, privateKeyToPem, webcrypto } from "../src/ca/keys.js";
+import { proxyViewFromNode, type XdsNode } from "../src/proxy-view.js";
 
 export interface LogEntry {
   level: string;
@@ -166,4 +170,82 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+// ---- a real secure port: CA service + a tiny ADS-like stream that runs the identity check ----
+
+const json = {
+  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
+};
+
+/** A bidi stream shaped like ADS: the first message carries the node; the server checks it, then answers once. */
+export const PROBE_PATH = "/vmpilot.test.Probe/Stream";
+const probeService: grpc.ServiceDefinition = {
+  Stream: {
+    path: PROBE_PATH,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+};
+
+export interface SecurePort {
+  address: string;
+  ca: MeshCa;
+  server: grpc.Server;
+  close(): Promise<void>;
+}
+
+export async function startSecurePort(opts: Omit<MeshCaOptions, "trustDomain"> & { trustDomain?: string }): Promise<SecurePort> {
+  const ca = await loadMeshCa({ trustDomain: "cluster.local", ...opts });
+  const server = new grpc.Server();
+  ca.addTo(server);
+  server.addService(probeService, {
+    Stream(call: grpc.ServerDuplexStream<{ node: XdsNode }, unknown>) {
+      call.once("data", (req: { node: XdsNode }) => {
+        const view = proxyViewFromNode(req.node);
+        const refusal = checkStreamIdentity(call, view, ca.trustDomain);
+        if (refusal) {
+          call.emit("error", { code: refusal.code, details: refusal.message });
+          return;
+        }
+        call.write({ accepted: view.id });
+        call.end();
+      });
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", ca.secure.credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    ca,
+    server,
+    close: async () => {
+      ca.close();
+      await new Promise<void>((r) => server.tryShutdown(() => r()));
+    },
+  };
+}
+
+/** Opens the probe stream with `node` over `creds`; resolves with the server's answer or rejects with its status. */
+export function probeStream(address: string, creds: grpc.ChannelCredentials, node: XdsNode): Promise<unknown> {
+  const client = new grpc.Client(address, creds);
+  return new Promise<unknown>((resolve, reject) => {
+    const call = client.makeBidiStreamRequest(PROBE_PATH, json.serialize, json.deserialize, {
+      deadline: Date.now() + 20_000,
+    });
+    let answer: unknown;
+    call.on("data", (d) => (answer = d));
+    call.on("error", (e) => reject(e));
+    call.on("status", (s) => {
+      if (s.code === grpc.status.OK) resolve(answer);
+    });
+    call.write({ node });
+    call.end();
+  }).finally(() => client.close());
 }

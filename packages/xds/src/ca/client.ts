@@ -54,6 +54,14 @@ export function securePortChannelCredentials(opts: {
   );
 }
 
+/**
+ * Channel options for the secure port. The server is authenticated by its SPIFFE id, so the TLS server name
+ * (SNI) only has to be a valid DNS name: agents often dial an IP, which RFC 6066 forbids as SNI.
+ */
+export const SECURE_PORT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.ssl_target_name_override": "vmpilot.vmpilot-system.svc",
+};
+
 /** Error of a refused or failed request; `code` is the gRPC status. */
 export class CertificateRequestError extends Error {
   override name = "CertificateRequestError";
@@ -68,7 +76,7 @@ export class CertificateRequestError extends Error {
 /** Sends the CSR; resolves with the PEM chain (leaf first, root last). */
 export async function requestCertificate(opts: RequestCertificateOptions): Promise<string[]> {
   const Client = caServiceConstructor();
-  const client = new Client(opts.address, securePortChannelCredentials(opts));
+  const client = new Client(opts.address, securePortChannelCredentials(opts), SECURE_PORT_CHANNEL_OPTIONS);
   try {
     const md = new grpc.Metadata();
     if (opts.token) md.set("authorization", `Bearer ${opts.token}`);

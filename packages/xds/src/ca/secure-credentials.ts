@@ -107,18 +107,23 @@ export class SecurePortCredentials implements CertificateProvider {
     return { certificate: Buffer.from(chain), privateKey: Buffer.from(this.serving.keyPem) };
   }
 
-  // CertificateProvider: grpc-js registers when a server binds with these credentials. Answer at once, so the
-  // port never has a window where it drops connections for lack of a certificate.
+  // CertificateProvider: grpc-js registers its listeners when a server binds with these credentials, but adds
+  // the watcher that applies an update to the listening socket only after registering them, so an answer given
+  // synchronously would be lost. A microtask runs after that and still before the socket can accept anything.
   addCaCertificateListener(listener: CaListener): void {
     this.caListeners.add(listener);
-    listener({ caCertificate: Buffer.from(this.opts.authority.rootCertPem) });
+    queueMicrotask(() => {
+      if (this.caListeners.has(listener)) listener({ caCertificate: Buffer.from(this.opts.authority.rootCertPem) });
+    });
   }
   removeCaCertificateListener(listener: CaListener): void {
     this.caListeners.delete(listener);
   }
   addIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.add(listener);
-    listener(this.identityUpdate());
+    queueMicrotask(() => {
+      if (this.identityListeners.has(listener)) listener(this.identityUpdate());
+    });
   }
   removeIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.delete(listener);
