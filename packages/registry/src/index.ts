@@ -13,4 +13,4 @@ export { gitHead } from "./git-head.js";
 export { Registry, type RegistryOptions } from "./registry.js";
 export { buildSnapshot, selectedWorkloadIdentities } from "./snapshot.js";
 export { serviceKey, servicesOfServiceEntry, type ServiceEntryConfig } from "./services.js";
-export { WorkloadIndex, endpointsOfServiceEntry, endpointOfWorkload, labelsMatch, workloadLabels, type WorkloadEntryConfig } from "./workloads.js";
+export { WorkloadIndex, endpointsOfServiceEntry, endpointOfWorkload, labelsMatch, selectedWorkloads, workloadLabels, type WorkloadEntryConfig } from "./workloads.js";

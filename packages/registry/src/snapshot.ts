@@ -17,7 +17,7 @@ import { configKey } from "./model.js";
 import { servicesOfServiceEntry, type ServiceEntryConfig } from "./services.js";
 import { compareOrigins, compareProblems, compareServiceEntryPrecedence, crossValidate, formatOrigin } from "./validate.js";
 import { normalizeExportTo } from "./visibility.js";
-import { WorkloadIndex, endpointsOfServiceEntry, type WorkloadEntryConfig } from "./workloads.js";
+import { WorkloadIndex, endpointsOfServiceEntry, selectedWorkloads, type WorkloadEntryConfig } from "./workloads.js";
 
 /** Kinds whose edits only touch routing (listeners, routes, cluster policies), reported in `changes.routing`. */
 const ROUTING_KINDS: ReadonlySet<string> = new Set(["VirtualService", "DestinationRule", "Gateway", "Sidecar"]);
@@ -115,7 +115,7 @@ function deriveServices(configs: readonly AnyConfig[], states: readonly SourceSt
   const decorators = new Map<string, ServiceEntryConfig[]>();
   const groups = new Map<string, { se: ServiceEntryConfig; service: Service }[]>();
   for (const se of serviceEntries) {
-    for (const service of servicesOfServiceEntry(se)) {
+    for (const service of memoServices(se)) {
       const decorated = providedByHost.get(service.hostname);
       if (decorated) {
         for (const key of decorated) pushTo(decorators, key, se);
@@ -127,12 +127,7 @@ function deriveServices(configs: readonly AnyConfig[], states: readonly SourceSt
 
   const services = new Map<string, Service>();
   const endpoints = new Map<string, Endpoint[]>();
-  const endpointsBySe = new Map<ServiceEntryConfig, Endpoint[]>();
-  const endpointsOf = (se: ServiceEntryConfig): Endpoint[] => {
-    let eps = endpointsBySe.get(se);
-    if (!eps) endpointsBySe.set(se, (eps = endpointsOfServiceEntry(se, index, mesh)));
-    return eps;
-  };
+  const endpointsOf = (se: ServiceEntryConfig): Endpoint[] => memoEndpoints(se, selectedWorkloads(se, index), mesh);
 
   for (const [key, group] of groups) {
     group.sort((a, b) => compareServiceEntryPrecedence(a.se, b.se));
@@ -143,10 +138,36 @@ function deriveServices(configs: readonly AnyConfig[], states: readonly SourceSt
   for (const [key, { service, endpoints: eps }] of provided) {
     const decs = decorators.get(key);
     services.set(key, decs ? decorate(service, decs, problems) : service);
-    endpoints.set(key, [...eps]);
+    // The source's own list: unchanged state keeps its identity, so it is not fingerprinted again.
+    endpoints.set(key, eps as Endpoint[]);
   }
 
   return { services, endpoints };
+}
+
+// Derivations memoised per ServiceEntry object. Sources hand over the very same object while its file is
+// unchanged, so a rebuild after one WorkloadEntry edit re-derives (and re-fingerprints) only what that edit
+// touches: thousands of unchanged services and endpoint lists keep their identity and their cached fingerprints.
+// Everything memoised here ends up frozen in a snapshot, so sharing it across snapshots is safe.
+const servicesMemo = new WeakMap<ServiceEntryConfig, Service[]>();
+const endpointsMemo = new WeakMap<ServiceEntryConfig, { trustDomain: string; selected: readonly WorkloadEntryConfig[]; endpoints: Endpoint[] }>();
+
+function memoServices(se: ServiceEntryConfig): Service[] {
+  let services = servicesMemo.get(se);
+  if (!services) servicesMemo.set(se, (services = servicesOfServiceEntry(se)));
+  return services;
+}
+
+function memoEndpoints(se: ServiceEntryConfig, selected: readonly WorkloadEntryConfig[], mesh: MeshConfig): Endpoint[] {
+  const hit = endpointsMemo.get(se);
+  if (hit && hit.trustDomain === mesh.trustDomain && sameItems(hit.selected, selected)) return hit.endpoints;
+  const endpoints = endpointsOfServiceEntry(se, selected, mesh);
+  endpointsMemo.set(se, { trustDomain: mesh.trustDomain, selected, endpoints });
+  return endpoints;
+}
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**
@@ -173,7 +194,7 @@ function mergeServiceGroup(group: readonly { se: ServiceEntryConfig; service: Se
 
 /** Endpoints of several ServiceEntries for one service; a workload selected by two of them counts once. */
 function mergeEndpoints(lists: readonly Endpoint[][]): Endpoint[] {
-  if (lists.length === 1) return [...lists[0]!];
+  if (lists.length === 1) return lists[0]!;
   const seen = new Set<string>();
   const out: Endpoint[] = [];
   for (const list of lists) {
@@ -256,6 +277,10 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
   for (const key of [...next.derived.services.keys()].sort()) {
     const s = next.derived.services.get(key)!;
     const old = prev?.services.get(key);
+    if (old === s) {
+      services.set(key, old);
+      continue;
+    }
     const fp = fingerprint(s);
     if (old && fingerprint(old).full === fp.full) {
       services.set(key, old);
@@ -278,6 +303,10 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
   for (const key of services.keys()) {
     const eps = next.derived.endpoints.get(key) ?? [];
     const old = prev?.endpoints.get(key);
+    if (old === eps) {
+      endpoints.set(key, old);
+      continue;
+    }
     const fp = listFingerprint(eps);
     if (old && listFingerprint(old).full === fp.full) {
       endpoints.set(key, old);

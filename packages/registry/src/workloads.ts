@@ -9,23 +9,50 @@ import { spiffeId } from "./spiffe.js";
 
 export type WorkloadEntryConfig = ConfigObject<"WorkloadEntry">;
 
-/** WorkloadEntries by namespace, each list sorted by config key so endpoint order is deterministic. */
+/**
+ * WorkloadEntries by namespace and by label pair, so a selector looks at the workloads carrying one of its
+ * labels rather than at every workload of the namespace (thousands of VMs behind hundreds of services).
+ * Results are sorted by config key, so endpoint order is deterministic.
+ */
 export class WorkloadIndex {
-  private readonly byNamespace = new Map<string, WorkloadEntryConfig[]>();
+  private readonly byNamespace = new Map<string, Indexed[]>();
+  private readonly byLabel = new Map<string, Indexed[]>();
 
   constructor(workloads: Iterable<WorkloadEntryConfig>) {
-    for (const we of workloads) {
-      const list = this.byNamespace.get(we.metadata.namespace) ?? [];
-      list.push(we);
-      this.byNamespace.set(we.metadata.namespace, list);
+    const all: Indexed[] = [];
+    for (const we of workloads) all.push({ we, key: configKey(we), labels: workloadLabels(we) });
+    all.sort((a, b) => compareStrings(a.key, b.key));
+    for (const entry of all) {
+      const ns = entry.we.metadata.namespace;
+      push(this.byNamespace, ns, entry);
+      for (const [k, v] of Object.entries(entry.labels)) push(this.byLabel, labelKey(ns, k, v), entry);
     }
-    for (const list of this.byNamespace.values()) list.sort((a, b) => compareStrings(configKey(a), configKey(b)));
   }
 
   select(namespace: string, selector: Readonly<Record<string, string>>): WorkloadEntryConfig[] {
-    const candidates = this.byNamespace.get(namespace) ?? [];
-    return candidates.filter((we) => labelsMatch(workloadLabels(we), selector));
+    let candidates = this.byNamespace.get(namespace) ?? [];
+    for (const [k, v] of Object.entries(selector)) {
+      const withLabel = this.byLabel.get(labelKey(namespace, k, v)) ?? [];
+      if (withLabel.length < candidates.length) candidates = withLabel;
+    }
+    return candidates.filter((e) => labelsMatch(e.labels, selector)).map((e) => e.we);
   }
+}
+
+interface Indexed {
+  we: WorkloadEntryConfig;
+  key: string;
+  labels: Record<string, string>;
+}
+
+function labelKey(namespace: string, key: string, value: string): string {
+  return `${namespace}\u0000${key}\u0000${value}`;
+}
+
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k);
+  if (list) list.push(v);
+  else m.set(k, [v]);
 }
 
 /** Istio merges metadata labels over spec labels; the selector matches against the result. */
@@ -38,18 +65,20 @@ export function labelsMatch(labels: Readonly<Record<string, string>>, selector: 
   return true;
 }
 
-/** Endpoints for one ServiceEntry: inline ones in declared order, then selected workloads by config key. */
-export function endpointsOfServiceEntry(se: ServiceEntryConfig, workloads: WorkloadIndex, mesh: MeshConfig): Endpoint[] {
+/** The WorkloadEntries a ServiceEntry's workloadSelector picks (none without a selector). */
+export function selectedWorkloads(se: ServiceEntryConfig, workloads: WorkloadIndex): WorkloadEntryConfig[] {
+  const selector = se.spec.workloadSelector;
+  return selector ? workloads.select(se.metadata.namespace, selector.labels ?? {}) : [];
+}
+
+/** Endpoints for one ServiceEntry: inline ones in declared order, then the selected workloads in the given order. */
+export function endpointsOfServiceEntry(se: ServiceEntryConfig, selected: readonly WorkloadEntryConfig[], mesh: MeshConfig): Endpoint[] {
   const namespace = se.metadata.namespace;
   const out: Endpoint[] = [];
   for (const spec of se.spec.endpoints ?? []) {
     out.push(toEndpoint(spec, spec.labels ?? {}, namespace, se.origin, mesh));
   }
-  if (se.spec.workloadSelector) {
-    for (const we of workloads.select(namespace, se.spec.workloadSelector.labels ?? {})) {
-      out.push(endpointOfWorkload(we, mesh));
-    }
-  }
+  for (const we of selected) out.push(endpointOfWorkload(we, mesh));
   return out;
 }
 

@@ -209,6 +209,22 @@ describe("buildSnapshot", () => {
       expect(addresses(s3, "default/b.internal")).to.deep.equal(["10.0.0.11", "10.0.0.2"]);
     });
 
+    it("marks a health change reported in a WorkloadEntry's status as an endpoint change", () => {
+      const state = fileState(base);
+      const s1 = buildSnapshot(undefined, [state], MESH);
+      const withHealth = (h: "HEALTHY" | "UNHEALTHY"): SourceState => ({
+        ...state,
+        objects: state.objects.map((o) => (o.metadata.name === "vm-2" ? { ...o, status: { health: h } } : o)),
+      });
+      const s2 = buildSnapshot(s1, [withHealth("UNHEALTHY")], MESH);
+      expect(sorted(s2.changes.endpoints)).to.deep.equal(["default/b.internal"]);
+      expect(s2.endpoints.get("default/b.internal")![0]!.health).to.equal("UNHEALTHY");
+      // Reported HEALTHY is what an absent status means: back to the first snapshot's endpoints.
+      const s3 = buildSnapshot(s2, [withHealth("HEALTHY")], MESH);
+      expect(sorted(s3.changes.endpoints)).to.deep.equal(["default/b.internal"]);
+      expect(s3.endpoints.get("default/b.internal")).to.deep.equal(s1.endpoints.get("default/b.internal"));
+    });
+
     it("reports a VirtualService edit as a routing change only", () => {
       const s1 = buildSnapshot(undefined, [fileState(base)], MESH);
       const s2 = buildSnapshot(s1, [fileState({ ...base, "vs.yaml": virtualService("a-routes", "a.internal", "9s") })], MESH);
