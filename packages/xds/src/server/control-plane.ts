@@ -1,0 +1,251 @@
+// The running control plane: Registry (files, Consul) -> resource cache -> ADS server on the plaintext and
+// secure ports -> HTTP views. Owns the lifecycle: start, reload (SIGHUP), drain and stop (SIGTERM).
+import * as grpc from "@grpc/grpc-js";
+import type http from "node:http";
+import { FileSource } from "@vmpilot/registry/file-source";
+import { ConsulSource } from "@vmpilot/registry/consul/index";
+import { Debouncer } from "@vmpilot/registry/debounce";
+import { createLogger, type Logger } from "@vmpilot/registry/logger";
+import { Registry } from "@vmpilot/registry/registry";
+import type { RegistrySnapshot, RegistrySource } from "@vmpilot/registry";
+import { checkStreamIdentity, loadMeshCa, type MeshCa } from "../ca/index.js";
+import { AdsServer, type AuthorizeStream } from "./ads-server.js";
+import type { ServerConfig } from "./config.js";
+import { parseHostPort } from "./config.js";
+import { createHttpServer, listenHttp } from "./http.js";
+import { ControlPlaneMetrics } from "./metrics.js";
+import type { ResourceSource } from "./resources.js";
+
+/** The resource cache as the control plane drives it (ResourceCache implements it). */
+export interface SnapshotCache extends ResourceSource {
+  update(snapshot: RegistrySnapshot): void;
+}
+
+export interface ControlPlaneOptions {
+  config: ServerConfig;
+  /** Builds the resource cache (the real ResourceCache in production). */
+  createCache: () => SnapshotCache;
+  /** Extra registry sources (auto-registration, tests). */
+  sources?: RegistrySource[];
+  log?: Logger;
+}
+
+/** gRPC server settings for thousands of long-lived ADS streams. */
+export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
+  // Ping idle connections so a vanished VM's stream is noticed in ~40 s, not at the next TCP timeout.
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  // One ADS stream per proxy, plus the occasional CA call; more on one connection is a misbehaving client.
+  "grpc.max_concurrent_streams": 100,
+  // channelz keeps per-call records: real memory at fleet scale, for a debug view we do not serve.
+  "grpc.enable_channelz": 0,
+};
+
+export interface ExtraService {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+}
+
+export class ControlPlane {
+  readonly ads: AdsServer;
+  readonly metrics: ControlPlaneMetrics;
+  private readonly log: Logger;
+  private registry: Registry;
+  private cache: SnapshotCache;
+  private config: ServerConfig;
+  private readonly extraSecureServices: ExtraService[] = [];
+  private xdsServer: grpc.Server | undefined;
+  private secureServer: grpc.Server | undefined;
+  private httpServer: http.Server | undefined;
+  private ca: MeshCa | undefined;
+  private readonly debouncer: Debouncer;
+  /** When the oldest change not yet pushed arrived (push latency is measured from it). */
+  private changedAt: number | undefined;
+  private started = false;
+  private stopping: Promise<void> | undefined;
+  private readonly onSnapshot = (snap: RegistrySnapshot): void => this.snapshotPublished(snap);
+  readonly addresses: { xds?: string; secure?: string; http?: string } = {};
+
+  constructor(private readonly opts: ControlPlaneOptions) {
+    this.config = opts.config;
+    this.log = opts.log ?? createLogger("control-plane");
+    this.cache = opts.createCache();
+    this.registry = this.buildRegistry(opts.config);
+    this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current() });
+    const metricsObserver = this.metrics.observer();
+    this.ads = new AdsServer({
+      source: { resources: (view, typeUrl) => this.cache.resources(view, typeUrl) },
+      observer: metricsObserver,
+      log: createLogger("ads"),
+    });
+    this.debouncer = new Debouncer(() => this.push(), { quietMs: opts.config.debounce.quietMs, maxMs: opts.config.debounce.maxMs });
+  }
+
+  /** Adds a service to the secure port (e.g. the CA's). Call before start(). */
+  addService(definition: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void {
+    if (this.started) throw new Error("addService must be called before start()");
+    this.extraSecureServices.push({ definition, implementation });
+  }
+
+  current(): RegistrySnapshot {
+    return this.registry.current();
+  }
+
+  /** Starts the registry (first snapshot from every source), then the ports. Resolves once everything listens. */
+  async start(): Promise<void> {
+    if (this.started) throw new Error("control plane already started");
+    this.started = true;
+    this.registry.on("snapshot", this.onSnapshot);
+    const first = await this.registry.start();
+    this.updateCache(first);
+    const cfg = this.config;
+
+    this.xdsServer = new grpc.Server(GRPC_SERVER_OPTIONS);
+    this.xdsServer.addService(this.ads.definition, this.ads.implementation());
+    this.addresses.xds = await bindGrpc(this.xdsServer, cfg.xdsAddr, grpc.ServerCredentials.createInsecure());
+    this.log.info("plaintext xDS listening", { address: this.addresses.xds });
+
+    if (cfg.stateDir) {
+      this.ca = await loadMeshCa({ stateDir: cfg.stateDir, trustDomain: cfg.mesh.trustDomain, logger: createLogger("ca") });
+      const trustDomain = cfg.mesh.trustDomain;
+      const requireIdentity: AuthorizeStream = (call, view) => checkStreamIdentity(call, view, trustDomain);
+      this.secureServer = new grpc.Server(GRPC_SERVER_OPTIONS);
+      this.secureServer.addService(this.ads.definition, this.ads.implementation(requireIdentity));
+      this.ca.addTo(this.secureServer);
+      for (const s of this.extraSecureServices) this.secureServer.addService(s.definition, s.implementation);
+      this.addresses.secure = await bindGrpc(this.secureServer, cfg.secureAddr, this.ca.secure.credentials);
+      this.log.info("mTLS xDS and CA listening", { address: this.addresses.secure, stateDir: cfg.stateDir });
+    } else {
+      this.log.info("secure port (mTLS xDS + CA) disabled: no state dir configured (set stateDir, --state-dir or VMPILOT_STATE_DIR to hold the CA keys)");
+    }
+
+    this.httpServer = createHttpServer({
+      notReady: () => this.notReady(),
+      snapshot: () => this.registry.current(),
+      syncz: () => this.ads.status(),
+      metrics: this.metrics.registry,
+    });
+    const h = parseHostPort(cfg.httpAddr, "httpAddr");
+    this.addresses.http = await listenHttp(this.httpServer, h.host, h.port);
+    this.log.info("HTTP (ready, metrics, debug) listening", { address: this.addresses.http });
+  }
+
+  /** Why the control plane is not ready, or undefined when it is. */
+  notReady(): string[] | undefined {
+    if (!this.started || !this.addresses.xds) return ["starting"];
+    if (this.stopping) return ["shutting down"];
+    const snap = this.registry.current();
+    const reasons: string[] = [];
+    if (snap.version === 0) reasons.push("no registry snapshot yet");
+    for (const s of snap.sources) if (!s.synced) reasons.push(`source ${s.name} has not synced${s.lastError ? `: ${s.lastError}` : ""}`);
+    return reasons.length > 0 ? reasons : undefined;
+  }
+
+  /**
+   * Applies a re-read config file (SIGHUP): new config dirs or Consul settings swap in a new registry, a new
+   * mesh config republishes everything. Listen addresses and the state dir only change on restart.
+   */
+  async reload(next: ServerConfig): Promise<void> {
+    const prev = this.config;
+    for (const k of ["xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure"] as const) {
+      if (prev[k] !== next[k]) this.log.warn(`${k} changed in the config file; it takes effect on restart`, { from: prev[k], to: next[k] });
+    }
+    const sourcesChanged = JSON.stringify([prev.configDirs, prev.consul]) !== JSON.stringify([next.configDirs, next.consul]);
+    this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
+    if (sourcesChanged) {
+      const old = this.registry;
+      const fresh = this.buildRegistry(this.config);
+      fresh.on("snapshot", this.onSnapshot);
+      // Its first snapshot is complete (`full`), which the cache regenerates from scratch.
+      await fresh.start();
+      old.off("snapshot", this.onSnapshot);
+      this.registry = fresh;
+      this.snapshotPublished(fresh.current());
+      await old.stop();
+      this.log.info("config reloaded: new sources", { configDirs: next.configDirs, consul: next.consul?.address ?? null });
+    } else if (JSON.stringify(prev.mesh) !== JSON.stringify(next.mesh)) {
+      this.registry.setMesh(next.mesh);
+      this.log.info("config reloaded: new mesh settings", { mesh: next.mesh });
+    } else {
+      this.log.info("config reloaded: nothing changed");
+    }
+  }
+
+  /**
+   * Drains: stops accepting streams, ends the open ones (proxies reconnect elsewhere or to our successor),
+   * waits up to `graceMs` for calls to finish, then closes everything.
+   */
+  stop(graceMs = 5000): Promise<void> {
+    this.stopping ??= (async () => {
+      this.debouncer.cancel();
+      this.ads.drain();
+      await Promise.all([this.xdsServer, this.secureServer].filter((s): s is grpc.Server => s !== undefined).map((s) => shutdownGrpc(s, graceMs)));
+      this.ca?.close();
+      if (this.httpServer) {
+        const hs = this.httpServer;
+        await new Promise<void>((resolve) => {
+          hs.close(() => resolve());
+          hs.closeAllConnections();
+        });
+      }
+      this.registry.off("snapshot", this.onSnapshot);
+      await this.registry.stop();
+    })();
+    return this.stopping;
+  }
+
+  private buildRegistry(cfg: ServerConfig): Registry {
+    const sources: RegistrySource[] = [...(this.opts.sources ?? [])];
+    if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
+    if (cfg.consul) {
+      sources.push(
+        new ConsulSource(
+          { trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...cfg.consul },
+          createLogger("consul-source"),
+        ),
+      );
+    }
+    return new Registry({ sources, mesh: cfg.mesh });
+  }
+
+  private snapshotPublished(snap: RegistrySnapshot): void {
+    this.updateCache(snap);
+    this.changedAt ??= Date.now();
+    this.debouncer.trigger();
+  }
+
+  private updateCache(snap: RegistrySnapshot): void {
+    try {
+      this.cache.update(snap);
+    } catch (err) {
+      // A generator bug must not take serving down: proxies keep the last good config.
+      this.log.error("updating the resource cache failed; serving the previous config", { version: snap.version, error: err });
+    }
+  }
+
+  private push(): void {
+    const at = this.changedAt ?? Date.now();
+    this.changedAt = undefined;
+    this.ads.push(at);
+  }
+}
+
+async function bindGrpc(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<string> {
+  const { host, port } = parseHostPort(addr, "address");
+  const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  const bound = await new Promise<number>((resolve, reject) => server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p))));
+  return host.includes(":") ? `[${host}]:${bound}` : `${host}:${bound}`;
+}
+
+function shutdownGrpc(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
