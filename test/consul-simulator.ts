@@ -20,7 +20,7 @@
 //   writes 403 "Permission denied" (default-deny with an anonymous token that may read nothing);
 // - test hooks: stop()/start() the listener on the same port (state kept, like an agent that became unreachable while
 //   the servers kept the catalog), failWith(500), resetIndex() (indexes go backwards, as after a snapshot restore),
-//   touchService() (index moves, content does not), and a request log.
+//   touchService() (index moves, content does not), setKnownLeader(false) (leader lost), and a request log.
 import { EventEmitter } from "node:events";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -312,6 +312,12 @@ export class ConsulSimulator {
   readonly nodeName: string;
   /** Current ACL token; undefined disables ACLs. Changeable at run time. */
   aclToken: string | undefined;
+  /**
+   * False: the servers lost their leader. Default-consistency reads then fail with 500 "No cluster leader"; `?stale`
+   * reads are still answered, with X-Consul-KnownLeader: false and a growing X-Consul-LastContact.
+   */
+  knownLeader = true;
+  private leaderLostAt = 0;
   private failStatus: number | undefined;
   private server: Server | undefined;
   private portValue = 0;
@@ -391,6 +397,12 @@ export class ConsulSimulator {
     this.catalog.resetIndex(to);
   }
 
+  /** Loses or regains the cluster leader (see `knownLeader`). */
+  setKnownLeader(known: boolean): void {
+    if (!known && this.knownLeader) this.leaderLostAt = performance.now();
+    this.knownLeader = known;
+  }
+
   /** Requests whose path starts with `prefix`, since `since` (performance.now()). */
   requestsTo(prefix: string, since = 0): SimRequest[] {
     return this.requests.filter((r) => r.path.startsWith(prefix) && r.at >= since);
@@ -416,6 +428,7 @@ export class ConsulSimulator {
         return send(this.failStatus, "rpc error making call: rpc error: failed to get conn: dial tcp: connection refused");
       }
       if (query.dc && query.dc !== this.datacenter) throw new HttpError(500, `No path to datacenter`);
+      if (!this.knownLeader && !("stale" in query)) throw new HttpError(500, "No cluster leader");
       const acl = this.aclFor(token);
       const method = req.method ?? "GET";
       const path = url.pathname;
@@ -460,8 +473,8 @@ export class ConsulSimulator {
     const stale = "stale" in query;
     return {
       "X-Consul-Index": String(index),
-      "X-Consul-KnownLeader": "true",
-      "X-Consul-LastContact": "0",
+      "X-Consul-KnownLeader": String(this.knownLeader),
+      "X-Consul-LastContact": this.knownLeader ? "0" : String(Math.round(performance.now() - this.leaderLostAt)),
       "X-Consul-Effective-Consistency": stale ? "stale" : "leader",
       "X-Consul-Default-ACL-Policy": this.aclToken === undefined ? "allow" : "deny",
     };

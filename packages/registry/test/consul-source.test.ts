@@ -321,6 +321,21 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(s.current().status.lastError).to.match(/certificate/i);
   });
 
+  it("can be stopped and started again, syncing afresh", async function () {
+    this.timeout(30_000);
+    const t = (ctx.target = await make());
+    await t.register(webA);
+    const s = await newSource(t);
+    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await s.stop();
+    await t.register(webB);
+    await s.start();
+    expect(s.current().status.synced).to.equal(true);
+    await waitFor(() => addresses(s, "web").length === 2, "both endpoints after the restart");
+    await t.setStatus(webB, "critical");
+    await waitFor(() => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", "watching again");
+  });
+
   if (!withSimulatorHooks) return;
 
   // ---- cases that need the simulator's request log and fault hooks ----
@@ -434,6 +449,25 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(s.current().status.lastError).to.contain("rpc error");
     sim.failWith(undefined);
     await waitFor(() => !s.current().status.stale && endpointsOf(s, "web") === undefined, "recovered, web gone");
+  });
+
+  it("with stale reads, applies answers from a server that lost its leader but marks the data stale", async function () {
+    this.timeout(30_000);
+    const t = (ctx.target = await make());
+    const sim = t.sim!;
+    await t.register(webA);
+    const s = await newSource(t, { stale: true });
+    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    sim.setKnownLeader(false);
+    sim.catalog.write((idx) => sim.catalog.ensureCheck(idx, "node-a", { CheckID: "service:web-a", Status: "warning", ServiceID: "web-a" }));
+    // The follower still answers (and its data moved on): applied, but flagged.
+    await waitFor(() => endpointsOf(s, "web")?.[0]?.health === "DEGRADED", "answer from the leaderless server applied");
+    await waitFor(() => s.current().status.stale, "stale while there is no leader");
+    expect(s.current().status.lastError).to.contain("no known leader");
+    sim.setKnownLeader(true);
+    await t.setStatus(webA, "passing");
+    await waitFor(() => !s.current().status.stale && endpointsOf(s, "web")?.[0]?.health === "HEALTHY", "leader back");
+    expect(s.current().status.lastError).to.equal(undefined);
   });
 
   it("backs off exponentially while Consul is down instead of hammering it", async function () {

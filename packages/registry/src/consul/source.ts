@@ -6,7 +6,7 @@ import type { ConfigProblem, Endpoint, Service, SourceState, SourceStatus, Regis
 import { ConsulHttp, consulStatusCode, type CatalogServices } from "./client.js";
 import { resolveConsulOptions, type ConsulSourceOptions, type ResolvedConsulOptions } from "./config.js";
 import { convertConsulService, isRoutableConsulService, type ConsulHealthEntry, type ConvertedService } from "./convert.js";
-import { BlockingWatch, type QueryResult } from "./watch.js";
+import { BlockingWatch, type QueryMeta, type QueryResult } from "./watch.js";
 
 /** Minimal logger (winston's Logger fits). */
 export interface ConsulLogger {
@@ -63,6 +63,15 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
+    // A start after stop() syncs afresh: the watches of the previous run are gone.
+    this.services.clear();
+    this.failures.clear();
+    this.filteredByAcls.clear();
+    this.catalogIndex = 0;
+    this.catalogSeen = false;
+    this.synced = false;
+    this.lastError = undefined;
+    this.cached = undefined;
     const outcome = new Promise<void>((resolve) => (this.firstOutcome = resolve));
     this.http = new ConsulHttp(this.options, () => this.token);
     this.catalogWatch = new BlockingWatch<CatalogServices>(
@@ -145,7 +154,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   }
 
   private onCatalog(r: QueryResult<CatalogServices>): void {
-    this.noteSuccess(CATALOG_KEY, r.meta.filteredByAcls);
+    this.noteSuccess(CATALOG_KEY, r.meta);
     this.catalogIndex = r.meta.index;
     this.catalogSeen = true;
     const names = new Set(Object.keys(r.body ?? {}).filter((n) => isRoutableConsulService(n)));
@@ -185,7 +194,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
 
   private onHealth(name: string, r: QueryResult<ConsulHealthEntry[]>): void {
     const entry = this.services.get(name)!;
-    this.noteSuccess(healthKey(name), r.meta.filteredByAcls);
+    this.noteSuccess(healthKey(name), r.meta);
     const entries = Array.isArray(r.body) ? r.body : [];
     const converted =
       convertConsulService(name, entries, {
@@ -205,12 +214,22 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     this.refreshMeta();
   }
 
-  private noteSuccess(key: string, filtered: boolean): void {
-    this.failures.delete(key);
-    if (filtered) this.filteredByAcls.add(key);
+  private noteSuccess(key: string, meta: QueryMeta): void {
+    if (meta.filteredByAcls) this.filteredByAcls.add(key);
     else this.filteredByAcls.delete(key);
+    if (!meta.knownLeader) {
+      // A server without a leader still answers (we asked for stale reads), but nothing it says is being updated:
+      // keep and apply it, and say the data may be stale, as during any other outage.
+      const message = `${key}: Consul has no known leader (X-Consul-KnownLeader: false); answers may be stale`;
+      if (this.failures.get(key)?.message !== message) this.log.warn(`consul ${message}`);
+      this.failures.set(key, { message });
+      this.lastError = message;
+      return;
+    }
+    this.failures.delete(key);
     if (this.failures.size === 0) this.lastError = undefined;
   }
+
 
   private onError(key: string, err: unknown, consecutive: number): void {
     const status = consulStatusCode(err);
