@@ -11,6 +11,7 @@ import * as x509 from "@peculiar/x509";
 import winston from "winston";
 // winston's own base class for transports (a dependency of winston, what `winston.Transport` is at runtime).
 import Transport from "winston-transport";
+import { SECURE_PORT_CHANNEL_OPTIONS } from "../src/ca/client.js";
 import { checkStreamIdentity } from "../src/ca/identity.js";
 import { loadMeshCa, type MeshCa, type MeshCaOptions } from "../src/ca/index.js";
 import { ECDSA_SHA256, generateP256, privateKeyToPem, webcrypto } from "../src/ca/keys.js";
@@ -234,7 +235,7 @@ export async function startSecurePort(opts: Omit<MeshCaOptions, "trustDomain"> &
 
 /** Opens the probe stream with `node` over `creds`; resolves with the server's answer or rejects with its status. */
 export function probeStream(address: string, creds: grpc.ChannelCredentials, node: XdsNode): Promise<unknown> {
-  const client = new grpc.Client(address, creds);
+  const client = new grpc.Client(address, creds, SECURE_PORT_CHANNEL_OPTIONS);
   return new Promise<unknown>((resolve, reject) => {
     const call = client.makeBidiStreamRequest(PROBE_PATH, json.serialize, json.deserialize, {
       deadline: Date.now() + 20_000,

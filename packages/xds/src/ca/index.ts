@@ -35,6 +35,8 @@ export interface MeshCaOptions {
   /** SANs of the secure port's own certificate besides its SPIFFE id. */
   dnsNames?: readonly string[];
   ipAddresses?: readonly string[];
+  /** Lifetime of the secure port's own certificate (renewed at half of it). Default: leafTtlMs. */
+  servingTtlMs?: number;
   /** Leeway when checking a token's exp/iat. Default DEFAULT_CLOCK_TOLERANCE_S. */
   tokenClockToleranceS?: number;
   logger?: Logger;
@@ -68,6 +70,7 @@ export async function loadMeshCa(opts: MeshCaOptions): Promise<MeshCa> {
     authority,
     ...(opts.dnsNames ? { dnsNames: opts.dnsNames } : {}),
     ...(opts.ipAddresses ? { ipAddresses: opts.ipAddresses } : {}),
+    ...(opts.servingTtlMs !== undefined ? { ttlMs: opts.servingTtlMs } : {}),
     ...(logger ? { logger } : {}),
   });
   return {
