@@ -59,6 +59,8 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   private state: SourceState;
   private synced = false;
   private dirErrors: string[] = [];
+  /** Directories the last scan could not read; their files keep their last state. */
+  private unreadableDirs: string[] = [];
   private revision: string | undefined;
   private scanning: Promise<void> | undefined;
   private rescanRequested = false;
@@ -184,15 +186,10 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   }
 
   private async scanOnce(): Promise<void> {
-    const dirErrors: string[] = [];
     const found = new Map<string, Stats>();
-    for (const dir of this.dirs) {
-      try {
-        await listConfigFiles(dir, found, new Set());
-      } catch (err) {
-        dirErrors.push(`${dir}: ${(err as Error).message}`);
-      }
-    }
+    const unreadable: { dir: string; error: string }[] = [];
+    for (const dir of this.dirs) await listConfigFiles(dir, found, new Set(), unreadable, true);
+    const dirErrors = unreadable.map((u) => `${u.dir}: ${u.error}`);
     if (this.stopped) return;
     await this.followRetargetedRoots();
 
@@ -201,7 +198,10 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
       if (await this.refreshFile(file, st)) changed = true;
     }
     for (const file of this.files.keys()) {
-      if (!found.has(file)) {
+      // A directory we could not read (permissions, I/O error, a configured dir gone) keeps serving what it had:
+      // dropping every service behind a transient error would do more harm than serving the last known state.
+      const underUnreadable = unreadable.some((u) => isUnder(file, u.dir));
+      if (!found.has(file) && !underUnreadable) {
         this.files.delete(file);
         log.info(`${file}: removed`);
         changed = true;
@@ -209,6 +209,7 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     }
     for (const e of dirErrors) if (!this.dirErrors.includes(e)) log.warn(`${this.name}: cannot read config directory ${e}`);
     this.dirErrors = dirErrors;
+    this.unreadableDirs = unreadable.map((u) => u.dir);
 
     const revision = await this.readRevision();
     if (revision !== this.revision) changed = true;
@@ -263,6 +264,7 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     let stale = false;
     for (const file of [...this.files.keys()].sort()) {
       const f = this.files.get(file)!;
+      stale ||= this.unreadableDirs.some((d) => isUnder(file, d));
       objects.push(...f.objects);
       problems.push(...f.problems);
       stale ||= f.stale;
@@ -299,21 +301,44 @@ function applyParse(file: string, text: string, statKey: string, hash: string, p
   return { statKey, hash, objects: kept, problems, stale: kept.length > 0 };
 }
 
-/** Config files under `dir`, recursively, following symlinks; dot entries are skipped (see the header). */
-async function listConfigFiles(dir: string, out: Map<string, Stats>, visited: Set<string>): Promise<void> {
-  const dirStat = await stat(dir);
-  if (!dirStat.isDirectory()) throw new Error("not a directory");
-  const id = `${dirStat.dev}:${dirStat.ino}`;
-  if (visited.has(id)) return; // a symlink loop, or the same tree reached twice
-  visited.add(id);
-  const entries = (await readdir(dir)).filter((n) => !n.startsWith(".")).sort();
-  for (const name of entries) {
+/**
+ * Config files under `dir`, recursively, following symlinks; dot entries are skipped (see the header).
+ * Directories that cannot be read are collected in `unreadable`; a subdirectory that vanished while listing
+ * was deleted and is simply absent, while a configured root that is missing counts as unreadable.
+ */
+async function listConfigFiles(
+  dir: string,
+  out: Map<string, Stats>,
+  visited: Set<string>,
+  unreadable: { dir: string; error: string }[],
+  isRoot: boolean,
+): Promise<void> {
+  let names: string[];
+  try {
+    const dirStat = await stat(dir);
+    if (!dirStat.isDirectory()) throw new Error("not a directory");
+    const id = `${dirStat.dev}:${dirStat.ino}`;
+    if (visited.has(id)) return; // a symlink loop, or the same tree reached twice
+    visited.add(id);
+    names = (await readdir(dir)).filter((n) => !n.startsWith(".")).sort();
+  } catch (err) {
+    if (!isRoot && (err as NodeJS.ErrnoException).code === "ENOENT") return;
+    unreadable.push({ dir, error: (err as Error).message });
+    return;
+  }
+  for (const name of names) {
     const p = path.join(dir, name);
     const st = await stat(p).catch(() => undefined); // dangling symlink, or removed meanwhile
     if (!st) continue;
-    if (st.isDirectory()) await listConfigFiles(p, out, visited).catch(() => undefined);
+    if (st.isDirectory()) await listConfigFiles(p, out, visited, unreadable, false);
     else if (st.isFile() && CONFIG_EXTENSIONS.has(path.extname(name).toLowerCase())) out.set(p, st);
   }
+}
+
+/** `file` lies below `dir` (however either was spelled: `./conf/`, `conf`, absolute). */
+function isUnder(file: string, dir: string): boolean {
+  const rel = path.relative(dir, file);
+  return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
 }
 
 /**

@@ -251,8 +251,10 @@ describe("FileSource", function () {
       metadata: { name: "y" },
       spec: { hosts: ["y.example.com"], ports: [{ number: 443, name: "tls", protocol: "TLS" }], resolution: "DNS" },
     }));
-    const { src } = await started([d1, d2]);
+    // One of them spelled relative to the working directory, with a trailing slash, as an operator might.
+    const { src } = await started([path.relative(process.cwd(), d1) + path.sep, d2]);
     expect(keys(src.current())).to.deep.equal(["ServiceEntry/default/x", "ServiceEntry/default/y"]);
+    expect(path.resolve((find(src.current(), "ServiceEntry/default/x")!.origin as { file: string }).file)).to.equal(path.join(d1, "x.yml"));
 
     await writeFile(path.join(d2, "z.yaml"), serviceEntry("z", "z.example.com"));
     await until("z in the second dir", () => keys(src.current()).includes("ServiceEntry/default/z"));
@@ -302,6 +304,28 @@ describe("FileSource", function () {
     await writeFile(path.join(root, ".git", "refs", "heads", "main"), `${sha2}\n`);
     await appendFile(path.join(conf, "a.yaml"), "# touched by commit 2\n");
     await until("revision follows HEAD", () => src.current().status.revision === sha2);
+  });
+
+  it("keeps serving a configured directory that disappears (unmounted, deleted by mistake), marked stale", async () => {
+    const keep = path.join(root, "keep");
+    const gone = path.join(root, "gone");
+    await mkdir(keep);
+    await mkdir(path.join(gone, "sub"), { recursive: true });
+    await writeFile(path.join(keep, "a.yaml"), serviceEntry("a", "a.example.com"));
+    await writeFile(path.join(gone, "sub", "b.yaml"), serviceEntry("b", "b.example.com"));
+    await writeFile(path.join(gone, "c.yaml"), serviceEntry("c", "c.example.com"));
+    const { src } = await started([keep, gone]);
+    expect(keys(src.current())).to.deep.equal(["ServiceEntry/default/a", "ServiceEntry/default/b", "ServiceEntry/default/c"]);
+
+    // Deleting a subdirectory is deleting its files...
+    await rm(path.join(gone, "sub"), { recursive: true });
+    await until("b removed", () => !keys(src.current()).includes("ServiceEntry/default/b"));
+    expect(src.current().status.stale).to.equal(false);
+    // ...but a configured directory vanishing is an outage, not an intent: its objects stay.
+    await rm(gone, { recursive: true });
+    await until("error reported", () => src.current().status.lastError?.includes(gone));
+    expect(keys(src.current())).to.deep.equal(["ServiceEntry/default/a", "ServiceEntry/default/c"]);
+    expect(src.current().status.stale).to.equal(true);
   });
 
   it("reports a missing directory in status and serves the others", async () => {
