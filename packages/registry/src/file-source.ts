@@ -180,7 +180,7 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
       try {
         await this.scanOnce();
       } catch (err) {
-        log.error(`${this.name}: scan failed; keeping the previous state`, { error: err });
+        log.error(`${this.name}: scan failed; keeping the previous state`, { error: err instanceof Error ? err.stack : String(err) });
       }
     } while (this.rescanRequested && !this.stopped);
   }

@@ -79,7 +79,10 @@ export class Registry extends EventEmitter<{ snapshot: [RegistrySnapshot] }> {
     return this.rebuild();
   }
 
-  /** Replaces the mesh config (SIGHUP reload). A different mesh publishes a `full` snapshot; an equal one, nothing. */
+  /**
+   * Replaces the mesh config (SIGHUP reload); fields not given take their defaults, as when the file is read
+   * afresh. A different mesh publishes a `full` snapshot; an equal one publishes nothing.
+   */
   setMesh(mesh: Partial<MeshConfig>): RegistrySnapshot {
     this.mesh = { ...DEFAULT_MESH, ...mesh };
     return this.started ? this.rebuild() : this.snapshot;
@@ -94,14 +97,13 @@ export class Registry extends EventEmitter<{ snapshot: [RegistrySnapshot] }> {
       next = buildSnapshot(this.built, this.sources.map(stateOf), this.mesh);
     } catch (err) {
       // A bug in derivation must not take serving down: keep the last good snapshot, shout, retry on the next change.
-      log.error("building the registry snapshot failed; keeping the previous one", { error: err });
+      log.error("building the registry snapshot failed; keeping the previous one", { error: err instanceof Error ? err.stack : String(err) });
       return this.snapshot;
     }
     if (next === this.built) return this.snapshot;
     this.built = this.snapshot = next;
     const c = next.changes;
-    log.debug("snapshot published", {
-      version: next.version,
+    log.info(`snapshot ${next.version} published`, {
       full: c.full,
       services: c.services.size,
       endpoints: c.endpoints.size,
