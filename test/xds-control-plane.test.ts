@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { TypeUrl } from "@vmpilot/xds/protos";
-import { resolveServerConfig, ServerConfigError } from "@vmpilot/xds/server/config";
+import { loadServerConfig, resolveServerConfig, ServerConfigError } from "@vmpilot/xds/server/config";
 import { formatTable, syncState, type SynczEntry } from "@vmpilot/xds/cli/proxy-status";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { StubCache } from "./helpers/stub-cache.js";
@@ -157,6 +157,15 @@ describe("server config", function () {
     expect(c.xdsAddr).to.equal("127.0.0.1:15010");
     expect(c.consul).to.deep.equal({ address: "http://127.0.0.1:8501", tokenFile: "/etc/vmpilot/tok" });
     expect(resolveServerConfig({ configDirs: ["a"] }, "/etc", { configDir: ["b", "c"] }, "/w").configDirs).to.deep.equal(["/w/b", "/w/c"]);
+  });
+
+  it("accepts config/vmpilot.yaml (what npm start serves): the examples, loopback only, no secure port", async function () {
+    const c = await loadServerConfig({ config: path.join(import.meta.dirname, "..", "config", "vmpilot.yaml") });
+    expect(c.configDirs).to.deep.equal([path.join(import.meta.dirname, "..", "config", "examples")]);
+    expect(c.xdsAddr).to.equal("127.0.0.1:15010");
+    expect(c.httpAddr).to.equal("127.0.0.1:15014");
+    expect(c.consul).to.equal(undefined);
+    if (!process.env.VMPILOT_STATE_DIR) expect(c.stateDir).to.equal(undefined);
   });
 
   it("rejects unknown keys and bad values with the key's path", function () {
