@@ -15,6 +15,23 @@ import { captureLogger, startSecurePort, tmpDir, uriSans, waitFor } from "./ca-f
 const TD = "cluster.local";
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 
+/** Runs the real `vmpilot` CLI from source, as `npx vmpilot` would (minus the build). */
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", "packages/xds/src/cli.ts", ...args], {
+      cwd: REPO,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 async function rejection(p: Promise<unknown>): Promise<Error> {
   const r = await p.then(
     () => undefined,
@@ -149,34 +166,7 @@ describe("bootstrap tokens", function () {
     const { logger } = captureLogger();
     const port = await startSecurePort({ stateDir, logger });
     try {
-      const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-        const child = spawn(
-          process.execPath,
-          [
-            "--conditions=vmpilot-source",
-            "--import",
-            "tsx",
-            "packages/xds/src/cli.ts",
-            "token",
-            "create",
-            "--namespace",
-            "shop",
-            "--service-account",
-            "cart",
-            "--ttl",
-            "30m",
-            "--state-dir",
-            stateDir,
-          ],
-          { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
-        );
-        let stdout = "";
-        let stderr = "";
-        child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        child.on("error", reject);
-        child.on("close", (code) => resolve({ code, stdout, stderr }));
-      });
+      const out = await runCli(["token", "create", "--namespace", "shop", "--service-account", "cart", "--ttl", "30m", "--state-dir", stateDir]);
       expect(out.code, out.stderr).to.equal(0);
       const token = out.stdout.trim();
       expect(token.split(".")).to.have.length(3);
@@ -198,26 +188,32 @@ describe("bootstrap tokens", function () {
     }
   });
 
+  it("`vmpilot token create --config FILE` uses the server's stateDir and trust domain", async function () {
+    this.timeout(60_000);
+    const base = newDir();
+    fs.mkdirSync(path.join(base, "conf.d"));
+    const configFile = path.join(base, "vmpilot.yaml");
+    fs.writeFileSync(configFile, "configDirs: [conf.d]\nstateDir: state\nmesh:\n  trustDomain: corp.example\n");
+    const out = await runCli(["token", "create", "-c", configFile, "-n", "shop", "-s", "cart"]);
+    expect(out.code, out.stderr).to.equal(0);
+    const tokens = await TokenAuthority.load({ stateDir: path.join(base, "state") });
+    const claims = await tokens.verify(out.stdout.trim(), "corp.example");
+    expect(claims.spiffeId).to.equal("spiffe://corp.example/ns/shop/sa/cart");
+    expect(claims.expiresAt.getTime() - claims.issuedAt.getTime()).to.equal(24 * 3600_000);
+  });
+
   it("`vmpilot token create` rejects a bad --ttl and a bad identity with a message and exit code 1", async function () {
     this.timeout(60_000);
-    const run = (args: string[]) =>
-      new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", "packages/xds/src/cli.ts", ...args], {
-          cwd: REPO,
-          stdio: ["ignore", "pipe", "pipe"],
-        });
-        let stderr = "";
-        let stdout = "";
-        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-        child.on("error", reject);
-        child.on("close", (code) => resolve({ code, stderr, stdout }));
-      });
     const stateDir = newDir();
-    const [badTtl, badId] = await Promise.all([
-      run(["token", "create", "-n", "shop", "-s", "cart", "--ttl", "soon", "--state-dir", stateDir]),
-      run(["token", "create", "-n", "shop/evil", "-s", "cart", "--state-dir", stateDir]),
+    const [badTtl, badId, noState] = await Promise.all([
+      runCli(["token", "create", "-n", "shop", "-s", "cart", "--ttl", "soon", "--state-dir", stateDir]),
+      runCli(["token", "create", "-n", "shop/evil", "-s", "cart", "--state-dir", stateDir]),
+      runCli(["token", "create", "-n", "shop", "-s", "cart"], { VMPILOT_STATE_DIR: "" }),
     ]);
+    expect(noState.code).to.equal(1);
+    expect(noState.stderr).to.equal(
+      "vmpilot token create: no state dir: pass --state-dir DIR or --config FILE (with stateDir), or set VMPILOT_STATE_DIR\n",
+    );
     expect(badTtl.code).to.equal(1);
     expect(badTtl.stderr).to.include(`"soon" is not a duration of at least 1s`);
     expect(badTtl.stdout).to.equal("");

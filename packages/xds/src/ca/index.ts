@@ -18,13 +18,6 @@ export * from "./secure-credentials.js";
 export * from "./service.js";
 export * from "./tokens.js";
 
-/** Where state lives when neither --state-dir nor VMPILOT_STATE_DIR says otherwise. */
-export const DEFAULT_STATE_DIR = "/var/lib/vmpilot";
-
-export function stateDirFrom(flag?: string): string {
-  return flag ?? process.env.VMPILOT_STATE_DIR ?? DEFAULT_STATE_DIR;
-}
-
 export interface MeshCaOptions {
   stateDir: string;
   trustDomain: string;
