@@ -30,12 +30,14 @@ export interface FileSourceOptions {
 }
 
 const CONFIG_EXTENSIONS: ReadonlySet<string> = new Set([".yaml", ".yml", ".json"]);
+/** Files modified more recently than this are re-read on every scan (see refreshFile). */
+const RACY_STAT_MS = 3000;
 
 const log = createLogger("file-source");
 
 /** What we know about one config file. */
 interface FileState {
-  /** Cheap identity of the content we last read; a different stat means "read it again". */
+  /** Cheap identity of the content we last read; a different stat means "read it again"; "" means "always read". */
   statKey: string;
   hash: string;
   /** The objects this file contributes: from its last version without errors (see applyParse). */
@@ -224,8 +226,12 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   /** Re-reads one file if its stat changed, re-parses it if its content changed. True if its state changed. */
   private async refreshFile(file: string, st: Stats): Promise<boolean> {
     const prev = this.files.get(file);
-    const statKey = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
-    if (prev?.statKey === statKey) return false;
+    // "Racy" stat (git's term): a file changed within the filesystem's timestamp granularity of our read (1-2 s
+    // on ext3, HFS+, many network filesystems) can change again, same size, without its stat changing. Such a
+    // file gets no stat identity, so the next scan reads and hashes it again instead of trusting the stat.
+    const racy = Date.now() - Math.max(st.mtimeMs, st.ctimeMs) < RACY_STAT_MS;
+    const statKey = racy ? "" : `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    if (statKey !== "" && prev?.statKey === statKey) return false;
     if (st.size > MAX_FILE_BYTES) {
       const problem: ConfigProblem = { severity: "error", message: `file is larger than ${MAX_FILE_BYTES / 1024 / 1024} MiB; split it up`, file, line: 1, column: 1 };
       this.files.set(file, { statKey, hash: "", objects: prev?.objects ?? [], problems: [problem], stale: (prev?.objects.length ?? 0) > 0 });
