@@ -19,6 +19,7 @@ import { TokenAuthority } from "../src/ca/tokens.js";
 import {
   captureLogger,
   csrWithSans,
+  makeRootAndIntermediate,
   nodeCert,
   probeStream,
   rsaCsr,
@@ -372,6 +373,32 @@ describe("secure port: CA and identity checks over mTLS", function () {
         "client certificate required: no verified client certificate (none presented, or not issued by this mesh's CA)",
       );
     });
+  });
+
+  it("with a plugged-in intermediate: enrol, renew by certificate and stream over mTLS through the full chain", async () => {
+    const stateDir = newDir();
+    const caDir = path.join(stateDir, "ca");
+    fs.mkdirSync(caDir, { mode: 0o700 });
+    const { rootPem: offlineRoot, intermediatePem, intermediateKeyPem } = await makeRootAndIntermediate();
+    fs.writeFileSync(path.join(caDir, "ca-cert.pem"), intermediatePem);
+    fs.writeFileSync(path.join(caDir, "ca-key.pem"), intermediateKeyPem, { mode: 0o600 });
+    fs.writeFileSync(path.join(caDir, "root-cert.pem"), offlineRoot);
+    const plugged = await startSecurePort({ stateDir, logger: captureLogger().logger });
+    try {
+      const common = { address: plugged.address, rootCaPem: offlineRoot, expectedServerSan: SERVER_SAN };
+      const tok = await plugged.ca.tokens.create({ trustDomain: TD, namespace: "shop", serviceAccount: "cart" });
+      const first = await generateKeyAndCsr(CART);
+      const chain = await requestCertificate({ ...common, token: tok, csrPem: first.csrPem });
+      expect(chain.map((c) => c.trim())).to.deep.equal([chain[0]!.trim(), intermediatePem.trim(), offlineRoot.trim()]);
+      const wl = asWorkload(first.keyPem, chain);
+      // The client presents leaf + intermediate; the server trusts only the offline root.
+      const renewed = await requestCertificate({ ...common, csrPem: (await generateKeyAndCsr(CART)).csrPem, clientKeyCert: wl.clientKeyCert });
+      expect(uriSans(renewed[0]!).uris).to.deep.equal([CART]);
+      const creds = securePortChannelCredentials({ rootCaPem: offlineRoot, expectedServerSan: SERVER_SAN, clientKeyCert: wl.clientKeyCert });
+      expect(await probeStream(plugged.address, creds, sidecarNode("shop", "cart"))).to.deep.equal({ accepted: sidecarNode("shop", "cart").id });
+    } finally {
+      await plugged.close();
+    }
   });
 
   it("the port's own certificate rotates without a restart", async () => {
