@@ -23,7 +23,7 @@ import {
   privateKeyToPem,
   readPrivateKeyFile,
   webcrypto,
-  writePrivateFileOnce,
+  writeFileOnce,
   type CryptoKey,
   type SigningKey,
 } from "./keys.js";
@@ -352,11 +352,11 @@ async function generateRoot(dir: string, trustDomain: string, ttlMs: number): Pr
     webcrypto,
   );
   const keyFile = path.join(dir, CA_FILES.rootKey);
-  if (!writePrivateFileOnce(keyFile, await privateKeyToPem(keys.privateKey))) {
+  if (!writeFileOnce(keyFile, await privateKeyToPem(keys.privateKey))) {
     // Another replica created the root between our existence check and now: use theirs.
     return loadGenerated(dir);
   }
-  writePrivateFileOnce(path.join(dir, CA_FILES.rootCert), pem(root), 0o644);
+  writeFileOnce(path.join(dir, CA_FILES.rootCert), pem(root), 0o644);
   return { signer: root, key: await importSigningKey(readPrivateKeyFile(keyFile), keyFile), intermediates: [], root, mode: "generated" };
 }
 

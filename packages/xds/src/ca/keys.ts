@@ -89,11 +89,11 @@ export function readPrivateKeyFile(file: string): string {
 }
 
 /**
- * Writes `data` to `file` with mode 0600 unless the file already exists, atomically: readers never see a
+ * Writes `data` to `file` (mode 0600 unless told otherwise) unless the file already exists, atomically: readers never see a
  * half-written file, and of two processes racing (replicas sharing a state dir) exactly one wins.
  * Returns false when the file already existed (the caller then reads the winner's file).
  */
-export function writePrivateFileOnce(file: string, data: string, mode = 0o600): boolean {
+export function writeFileOnce(file: string, data: string, mode = 0o600): boolean {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}`);
   fs.writeFileSync(tmp, data, { mode, flag: "wx" });
   try {

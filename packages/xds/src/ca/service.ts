@@ -84,7 +84,7 @@ export async function authorizeCertificateRequest(
   );
 }
 
-/** Checks the request's trust domain, then signs. Pure of gRPC except for the status codes it refuses with. */
+/** Validates the CSR, authorizes the caller for its identity, signs; logs the outcome. Throws CaRefusal to refuse. */
 export async function handleCreateCertificate(
   call: CallWithAuthContext & { metadata: grpc.Metadata; request: CreateCertificateRequest; getPeer(): string },
   opts: CaServiceOptions,

@@ -7,7 +7,7 @@ import crypto from "node:crypto";
 import path from "node:path";
 import * as jose from "jose";
 import { parseSpiffeId, spiffeId } from "@vmpilot/registry";
-import { ensurePrivateDir, fileExists, readPrivateKeyFile, writePrivateFileOnce } from "./keys.js";
+import { ensurePrivateDir, fileExists, readPrivateKeyFile, writeFileOnce } from "./keys.js";
 
 export const TOKEN_ISSUER = "vmpilot";
 export const TOKEN_AUDIENCE = "vmpilot-ca";
@@ -54,7 +54,7 @@ export class TokenAuthority {
       ensurePrivateDir(path.dirname(file));
       const { privateKey } = await jose.generateKeyPair(TOKEN_ALG, { extractable: true });
       // Losing a creation race to a replica is fine: everybody then reads the winner's key below.
-      writePrivateFileOnce(file, await jose.exportPKCS8(privateKey));
+      writeFileOnce(file, await jose.exportPKCS8(privateKey));
     }
     const pem = readPrivateKeyFile(file);
     let privateKey: crypto.KeyObject;
