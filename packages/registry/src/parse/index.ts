@@ -253,12 +253,15 @@ function nestingTooDeep(text: string): Position | undefined {
       if (++depth > MAX_NESTING) return { line, column: col };
     } else if (c === "]" || c === "}") depth = Math.max(0, depth - 1);
   }
-  // Block nesting: indentation grows by at least one column per level.
+  // Block nesting: indentation grows by at least one column per level, and `- - - x` nests on one line.
   let indentLine = 0;
+  const dashes = new RegExp(`(?:-[ \\t]+){${MAX_NESTING + 1}}`);
   for (const l of text.split("\n")) {
     indentLine++;
     const m = /^([ -]*)\S/.exec(l);
     if (m && m[1]!.length > MAX_NESTING * 2 * 4) return { line: indentLine, column: 1 };
+    const d = dashes.exec(l);
+    if (d) return { line: indentLine, column: d.index + 1 };
   }
   return undefined;
 }

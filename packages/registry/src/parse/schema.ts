@@ -2,7 +2,7 @@
 // building the plain JS value. Structure (types, enums, ranges, unknown and missing fields) lives in the schema;
 // rules that relate fields to each other live in each object schema's `rule`, which runs only when the object's
 // own subtree is structurally valid (so one typo does not cascade into a page of follow-on errors).
-import { isAlias, isMap, isPair, isScalar, isSeq, type Document, type LineCounter, type Node } from "yaml";
+import { isAlias, isMap, isPair, isScalar, isSeq, visit, type Alias, type Document, type LineCounter, type Node } from "yaml";
 import { parseDuration } from "../duration.js";
 import { joinPath, offsetPosition, positionOf, pathOf, recordPosition, type Position } from "./locate.js";
 import { suggest } from "./syntax.js";
@@ -104,6 +104,7 @@ export class Walker implements RuleContext {
   errors = 0;
   private aliases = 0;
   private nodes = 0;
+  private anchors?: AnchorIndex;
 
   constructor(
     private readonly doc: Document,
@@ -150,7 +151,8 @@ export class Walker implements RuleContext {
     if (++this.nodes > MAX_NODES_PER_DOCUMENT) throw new LimitExceeded(`document too large: more than ${MAX_NODES_PER_DOCUMENT} nodes`);
     if (node && isAlias(node)) {
       if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new LimitExceeded(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`);
-      const target = node.resolve(this.doc);
+      this.anchors ??= new AnchorIndex(this.doc);
+      const target = this.anchors.resolve(node);
       if (!target) throw new LimitExceeded(`unresolved alias *${node.source}`);
       return target;
     }
@@ -340,6 +342,48 @@ export class Walker implements RuleContext {
     if (this.errors > errorsBefore) return INVALID;
     schema.rule?.(out, this);
     return this.errors > errorsBefore ? INVALID : out;
+  }
+}
+
+/**
+ * Alias resolution in one pass over the document. yaml's own `Alias.resolve` walks the whole document on every
+ * call, which turns a large document with many aliases into quadratic work.
+ */
+class AnchorIndex {
+  private readonly order = new Map<Node, number>();
+  private readonly byName = new Map<string, { at: number; node: Node }[]>();
+
+  constructor(doc: Document) {
+    let i = 0;
+    visit(doc, {
+      Node: (_key, node) => {
+        if (isAlias(node)) this.order.set(node, i++);
+        else if ((isScalar(node) || isMap(node) || isSeq(node)) && node.anchor) {
+          const list = this.byName.get(node.anchor) ?? [];
+          list.push({ at: i, node });
+          this.byName.set(node.anchor, list);
+          this.order.set(node, i++);
+        }
+      },
+    });
+  }
+
+  /** The last node anchored `&source` before the alias, as YAML defines it. */
+  resolve(alias: Alias): Node | undefined {
+    const at = this.order.get(alias);
+    const list = this.byName.get(alias.source);
+    if (at === undefined || !list) return undefined;
+    let lo = 0;
+    let hi = list.length - 1;
+    let found: Node | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.at < at) {
+        found = list[mid]!.node;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
   }
 }
 
