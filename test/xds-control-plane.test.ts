@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { loadServerConfig, resolveServerConfig, ServerConfigError } from "@vmpilot/xds/server/config";
 import { formatTable, syncState, type SynczEntry } from "@vmpilot/xds/cli/proxy-status";
+import { controlPlaneSpiffeId, generateKeyAndCsr, parseCsr, SECURE_PORT_CHANNEL_OPTIONS, securePortChannelCredentials } from "@vmpilot/xds/ca/index";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { StubCache } from "./helpers/stub-cache.js";
 import { eventually, serviceEntry, TestControlPlane } from "./helpers/e2e.js";
@@ -173,5 +174,66 @@ describe("server config", function () {
     expect(() => resolveServerConfig({ configDirs: ["/x"], mesh: { outboundTrafficPolicy: "DENY" } }, "/", {})).to.throw(/outboundTrafficPolicy/);
     expect(() => resolveServerConfig({ configDirs: ["/x"], debounce: { quiet: "soon" } }, "/", {})).to.throw(/debounce.quiet/);
     expect(() => resolveServerConfig({}, "/", {})).to.throw(/nothing to serve/);
+  });
+});
+
+describe("control plane secure port (mTLS xDS + CA, from a state dir)", function () {
+  this.timeout(30_000);
+  let tcp: TestControlPlane;
+  const clients: RawAdsClient<"sotw">[] = [];
+  let stateDir: string;
+
+  before(async function () {
+    stateDir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-e2e-state-"));
+    tcp = await TestControlPlane.start(() => new StubCache(), { "echo.yaml": serviceEntry({ name: "echo", host: "echo.example.com", port: 7070, endpoints: [{ address: "10.1.0.1" }] }) }, "127.0.0.1:0", {
+      stateDir,
+      secureAddr: "127.0.0.1:0",
+    });
+  });
+
+  after(async function () {
+    for (const c of clients.splice(0)) c.close();
+    await tcp?.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  function secureClient(clientKeyCert?: { keyPem: string; certChainPem: string }): RawAdsClient<"sotw"> {
+    const ca = tcp.cp.meshCa!;
+    const creds = securePortChannelCredentials({ rootCaPem: ca.authority.rootCertPem, expectedServerSan: controlPlaneSpiffeId("cluster.local"), clientKeyCert });
+    const c = new RawAdsClient(tcp.cp.addresses.secure!, "sotw", creds, SECURE_PORT_CHANNEL_OPTIONS);
+    clients.push(c);
+    return c;
+  }
+
+  async function workloadCert(ns: string, sa: string): Promise<{ keyPem: string; certChainPem: string }> {
+    const { keyPem, csrPem } = await generateKeyAndCsr(`spiffe://cluster.local/ns/${ns}/sa/${sa}`);
+    const csr = await parseCsr(csrPem);
+    const issued = await tcp.cp.meshCa!.authority.issue({ publicKey: csr.publicKey, spiffeId: `spiffe://cluster.local/ns/${ns}/sa/${sa}` });
+    return { keyPem, certChainPem: issued.certPem };
+  }
+
+  it("refuses an ADS stream without a client certificate (UNAUTHENTICATED)", async function () {
+    const c = secureClient();
+    c.send({ node: testNode("sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", { NAMESPACE: "shop", SERVICE_ACCOUNT: "cart" }), type_url: CDS, resource_names: [] });
+    const st = await c.ended(10_000);
+    expect(grpc.status[st.code]).to.equal("UNAUTHENTICATED");
+  });
+
+  it("refuses a certificate for another identity than the node claims (PERMISSION_DENIED)", async function () {
+    const c = secureClient(await workloadCert("shop", "admin"));
+    c.send({ node: testNode("sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", { NAMESPACE: "shop", SERVICE_ACCOUNT: "cart" }), type_url: CDS, resource_names: [] });
+    const st = await c.ended(10_000);
+    expect(grpc.status[st.code]).to.equal("PERMISSION_DENIED");
+    expect(c.buffered).to.have.length(0);
+  });
+
+  it("serves a proxy whose certificate matches its node metadata", async function () {
+    const c = secureClient(await workloadCert("shop", "cart"));
+    c.send({ node: testNode("sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", { NAMESPACE: "shop", SERVICE_ACCOUNT: "cart" }), type_url: CDS, resource_names: [] });
+    const r = await c.next(10_000);
+    expect(r.type_url).to.equal(CDS);
+    expect(r.resources).to.have.length(1);
+    const p = (await tcp.syncz()).find((x) => x.proxyId.startsWith("sidecar~"));
+    expect(p?.kind).to.equal("sidecar");
   });
 });

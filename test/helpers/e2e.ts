@@ -28,10 +28,10 @@ export class TestControlPlane {
   ) {}
 
   /** A control plane on 127.0.0.1 (ports chosen by the OS) watching a fresh temp dir. */
-  static async start(createCache: () => SnapshotCache, files: Record<string, string> = {}, xdsAddr = "127.0.0.1:0"): Promise<TestControlPlane> {
+  static async start(createCache: () => SnapshotCache, files: Record<string, string> = {}, xdsAddr = "127.0.0.1:0", extra: Record<string, unknown> = {}): Promise<TestControlPlane> {
     const dir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-e2e-"));
     for (const [name, content] of Object.entries(files)) await writeFile(path.join(dir, name), content);
-    const config = resolveServerConfig({ configDirs: [dir], xdsAddr, httpAddr: "127.0.0.1:0" }, dir, {});
+    const config = resolveServerConfig({ configDirs: [dir], xdsAddr, httpAddr: "127.0.0.1:0", ...extra }, dir, {});
     const t = new TestControlPlane(dir, createCache, config);
     await t.boot();
     return t;
@@ -53,7 +53,7 @@ export class TestControlPlane {
   /** Stops and starts again on the same xDS port (a control plane restart as proxies see it). */
   async restart(): Promise<void> {
     await this.cp.stop(1000);
-    this.config = { ...this.config, xdsAddr: this.cp.addresses.xds!, httpAddr: "127.0.0.1:0" };
+    this.config = { ...this.config, xdsAddr: this.cp.addresses.xds!, httpAddr: "127.0.0.1:0", ...(this.cp.addresses.secure ? { secureAddr: this.cp.addresses.secure } : {}) };
     await this.boot();
   }
 

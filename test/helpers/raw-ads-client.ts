@@ -33,8 +33,9 @@ export class RawAdsClient<P extends "sotw" | "delta"> {
     address: string,
     readonly protocol: P,
     credentials = grpc.credentials.createInsecure(),
+    options: grpc.ChannelOptions = {},
   ) {
-    this.client = new AdsClient(address, credentials);
+    this.client = new AdsClient(address, credentials, options);
     const method = protocol === "sotw" ? "StreamAggregatedResources" : "DeltaAggregatedResources";
     this.call = (this.client as unknown as Record<string, () => grpc.ClientDuplexStream<Buffer, Buffer>>)[method]!.call(this.client);
     this.call.on("data", (buf: Buffer) => {

@@ -87,6 +87,11 @@ export class ControlPlane {
     this.extraSecureServices.push({ definition, implementation });
   }
 
+  /** The mesh CA behind the secure port (undefined when the secure port is off). */
+  get meshCa(): MeshCa | undefined {
+    return this.ca;
+  }
+
   current(): RegistrySnapshot {
     return this.registry.current();
   }
