@@ -14,3 +14,4 @@ export { Registry, type RegistryOptions } from "./registry.js";
 export { buildSnapshot, selectedWorkloadIdentities } from "./snapshot.js";
 export { serviceKey, servicesOfServiceEntry, type ServiceEntryConfig } from "./services.js";
 export { WorkloadIndex, endpointsOfServiceEntry, endpointOfWorkload, labelsMatch, selectedWorkloads, workloadLabels, type WorkloadEntryConfig } from "./workloads.js";
+export { allocateVips, needsAutoVip, isInAutoVipRange, fnv1a32, AUTO_VIP_RANGE_V4, AUTO_VIP_RANGE_V6, VIP_SLOTS, type VipCandidate } from "./vips.js";
