@@ -24,7 +24,7 @@ export class DeltaStream extends XdsStream {
     if (!req.type_url) throw new Error("DeltaDiscoveryRequest without type_url");
     let state = this.types.get(req.type_url);
     if (!state) {
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), force: false };
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), force: false, gen: 0 };
       for (const [name, version] of Object.entries(req.initial_resource_versions)) state.clientHas.set(name, version);
       // Envoy's delta wildcard: an empty first subscription for LDS/CDS, or "*".
       const sub = req.resource_names_subscribe;
@@ -37,6 +37,7 @@ export class DeltaStream extends XdsStream {
       this.evaluate();
       return;
     }
+    state.gen++;
     if (req.response_nonce) this.settle(state, req.response_nonce, req.error_detail);
     for (const n of req.resource_names_subscribe) {
       if (n === "*") state.wildcard = true;
@@ -55,9 +56,8 @@ export class DeltaStream extends XdsStream {
     this.evaluate();
   }
 
-  protected plan(state: TypeState): Plan {
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan {
     const s = state as DeltaTypeState;
-    const desired = this.desired(s);
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.clientHas.get(r.name) !== r.version) upserts.push(r);
     const removals: string[] = [];
@@ -65,7 +65,7 @@ export class DeltaStream extends XdsStream {
     for (const [name, version] of s.clientHas) if (!desired.has(name) && version !== ABSENT) removals.push(name);
     // Subscribed names that do not exist: say so once, so the client stops waiting for them.
     for (const name of s.names) if (!desired.has(name) && !s.clientHas.has(name)) notices.push(name);
-    return { upserts, removals, notices };
+    return { desired, upserts, removals, notices };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {

@@ -23,13 +23,14 @@ export class SotwStream extends XdsStream {
     if (!state) {
       // First request for this type on this stream (a reconnecting client may carry a nonce and a version
       // from its previous stream: neither means anything here, and it always gets an answer).
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), force: true };
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), force: true, gen: 0 };
       this.types.set(req.type_url, state);
       this.subscribe(state, req.resource_names, true);
       this.evaluate();
       return;
     }
     if (req.response_nonce !== state.lastSent?.nonce) return; // stale: superseded by a later response
+    state.gen++;
     this.settle(state, req.response_nonce, req.error_detail);
     this.subscribe(state, req.resource_names, false);
     // Any ACK can unblock another type's queued response or deferred removals.
@@ -49,21 +50,20 @@ export class SotwStream extends XdsStream {
     if (!wildcard) for (const n of [...state.sent.keys()]) if (!names.has(n)) state.sent.delete(n);
   }
 
-  protected plan(state: TypeState): Plan {
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan {
     const s = state as SotwTypeState;
-    const desired = this.desired(s);
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.sent.get(r.name)?.version !== r.version) upserts.push(r);
     const removals: string[] = [];
     // RDS/EDS responses cannot express a removal (the client keeps what it has until it unsubscribes), so
     // only LDS/CDS have removals to send.
     if (COMPLETE_TYPES.has(s.typeUrl)) for (const n of s.sent.keys()) if (!desired.has(n)) removals.push(n);
-    return { upserts, removals, notices: [] };
+    return { desired, upserts, removals, notices: [] };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
     const s = state as SotwTypeState;
-    const content = new Map<string, EncodedResource>(this.desired(s));
+    const content = new Map<string, EncodedResource>(plan.desired);
     // Removals deferred: keep offering the removed resources (as last sent) so the response stays complete.
     if (!removeNow) for (const n of plan.removals) content.set(n, s.sent.get(n)!);
     const resources = [...content.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -42,10 +42,16 @@ export interface TypeState {
   force: boolean;
   /** Earliest push trigger whose change has not been sent yet (push latency is measured from it). */
   dirtySince?: number;
+  /** Bumped by every request for this type and every response: what a cached "nothing to do" depends on. */
+  gen: number;
+  /** "Nothing to do" was found for this source map at this generation: skip the diff while both hold. */
+  clean?: { source: ReadonlyMap<string, EncodedResource>; gen: number };
 }
 
 /** The differences between what a proxy should have and what it was sent. */
 export interface Plan {
+  /** What the proxy should have: the source's resources restricted to the subscription. */
+  desired: ReadonlyMap<string, EncodedResource>;
   /** Resources to (re)send: new, changed or forced. */
   upserts: EncodedResource[];
   /** Names the proxy has that no longer exist for it: deferred until nothing can still reference them. */
@@ -141,15 +147,14 @@ export abstract class XdsStream {
     };
   }
 
-  /** The differences for one type (no side effects). */
-  protected abstract plan(state: TypeState): Plan;
+  /** The differences for one type between `desired` and what the proxy was sent (no side effects). */
+  protected abstract plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan;
 
   /** Sends one response for `state` made of `upserts`, `removals` (allowed now) and `notices`. */
   protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined;
 
   /** What exists for this proxy, restricted to the subscription. */
-  protected desired(state: TypeState): ReadonlyMap<string, EncodedResource> {
-    const all = this.available(state.typeUrl);
+  protected desired(state: TypeState, all: ReadonlyMap<string, EncodedResource>): ReadonlyMap<string, EncodedResource> {
     if (state.wildcard) return all;
     const out = new Map<string, EncodedResource>();
     for (const name of state.names) {
@@ -171,6 +176,7 @@ export abstract class XdsStream {
   protected settle(state: TypeState, nonce: string, error: { message: string } | undefined): "ack" | "nack" | "none" {
     const inflight = state.inflight;
     if (!inflight || nonce !== inflight.nonce) return "none";
+    state.gen++;
     state.inflight = undefined;
     const now = Date.now();
     if (error) {
@@ -195,7 +201,19 @@ export abstract class XdsStream {
     if (this.closed) return;
     const states = [...this.types.values()].sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl));
     const plans = new Map<TypeState, Plan>();
-    for (const s of states) plans.set(s, this.plan(s));
+    for (const s of states) {
+      const all = this.available(s.typeUrl);
+      // Pushes reach every stream; most have nothing to do. When the source handed out the same map as last
+      // time and nothing happened on the stream since, the last "nothing to do" still holds: skip the diff.
+      if (!s.force && s.clean && s.clean.source === all && s.clean.gen === s.gen) {
+        plans.set(s, { desired: all, upserts: [], removals: [], notices: [] });
+        continue;
+      }
+      const p = this.plan(s, this.desired(s, all));
+      const idle = p.upserts.length === 0 && p.removals.length === 0 && p.notices.length === 0;
+      s.clean = idle ? { source: all, gen: s.gen } : undefined;
+      plans.set(s, p);
+    }
     const hasChanges = (s: TypeState): boolean => {
       const p = plans.get(s)!;
       return s.force || p.upserts.length > 0 || p.notices.length > 0;
@@ -216,6 +234,7 @@ export abstract class XdsStream {
       const nonce = this.nextNonce();
       const out = this.respond(s, p, removeNow, nonce);
       s.force = false;
+      s.gen++;
       if (!out) continue;
       const at = Date.now();
       const trigger = s.dirtySince ?? triggeredAt;
@@ -224,7 +243,7 @@ export abstract class XdsStream {
       s.inflight = { ...s.lastSent, ...(trigger !== undefined ? { triggeredAt: trigger } : {}) };
       this.observer.sent?.(this, s.typeUrl, out.resources, out.removed);
       // This type is now in flight: the types after it see that when deciding on their removals.
-      plans.set(s, { upserts: [], removals: removeNow ? [] : p.removals, notices: [] });
+      plans.set(s, { desired: p.desired, upserts: [], removals: removeNow ? [] : p.removals, notices: [] });
     }
   }
 
