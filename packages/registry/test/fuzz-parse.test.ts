@@ -92,6 +92,7 @@ const MUTATORS: Record<string, Mutator> = {
   },
   anchorCycle: (t) => `${t}\n---\n&x [*x]\n`,
   mergeKey: (t) => `${t}\n---\nbase: &base {apiVersion: networking.istio.io/v1}\nsvc:\n  <<: *base\n  kind: ServiceEntry\n`,
+  mergeCycle: (t) => `${t}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: m\n  labels: &x\n    a: b\n    <<: *x\nspec:\n  address: 192.0.2.1\n`,
   repeatDocs: (t, r) => Array.from({ length: 1 + Math.floor(r() * 3) }, () => t).join("\n---\n"),
   crlf: (t) => t.replace(/\n/g, "\r\n"),
   bom: (t) => `\ufeff${t}`,

@@ -162,6 +162,52 @@ describe("parseDocuments: documents and object envelope", () => {
     expectOne(`just a string\n`, "error", /expected an object with apiVersion, kind, metadata and spec/, "just");
   });
 
+  it("expands YAML merge keys (own keys win) and reports merged values where they were written", () => {
+    const text = `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web-1
+  labels: &common
+    team: shop
+    tier: web
+spec:
+  address: 192.0.2.1
+  labels:
+    <<: *common
+    tier: frontend
+  ports: &ports
+    http: 8080
+`;
+    const we = clean(text).objects[0] as ConfigObject<"WorkloadEntry">;
+    expect(we.spec.labels).to.deep.equal({ team: "shop", tier: "frontend" });
+    const bad = text.replace("team: shop", "team: -shop-");
+    const r = parse(bad);
+    expect(errors(r).map((e) => [e.line, e.column, e.field])).to.deep.equal([
+      [loc(bad, "-shop-").line, loc(bad, "-shop-").column, "metadata.labels.team"],
+      [loc(bad, "-shop-").line, loc(bad, "-shop-").column, "spec.labels.team"],
+    ]);
+    expectOne(text.replace("    <<: *common\n", "    <<: [a, b]\n"), "error", /merge key '<<' needs a mapping or a list of mappings/, "[a, b]");
+  });
+
+  it("reports an alias to an anchor of another document at the alias", () => {
+    const text = `${HTTPS_API.replace("  hosts:\n", "  hosts: &h\n")}---\n${HTTPS_API.replace("partner-apis", "other").replace("  hosts:\n  - api.partner-one.example\n  - api.partner-two.example\n", "  hosts: *h\n")}`;
+    const r = parse(text);
+    expect(r.objects.map((o) => o.metadata.name)).to.deep.equal(["partner-apis"]);
+    expect(errors(r)).to.have.length(1);
+    expect(errors(r)[0]!.message).to.match(/unresolved alias \*h \(anchors belong to one document/);
+    expect({ line: errors(r)[0]!.line, column: errors(r)[0]!.column }).to.deep.equal(loc(text, "*h"));
+  });
+
+  it("without a kind, reports the missing kind only (no spec noise)", () => {
+    expectOne(HTTPS_API.replace("kind: ServiceEntry\n", ""), "error", /^document: missing required field 'kind'$/, "apiVersion");
+  });
+
+  it("reports independent mistakes of one object together", () => {
+    const text = HTTPS_API.replace("api.partner-two.example", '"*"').replace("number: 443", "number: 0");
+    const r = parse(text);
+    expect(errors(r).map((e) => [e.line, e.column])).to.deep.equal([loc(text, '"*"'), loc(text, "0\n")].map((p) => [p.line, p.column]));
+  });
+
   it("rejects a file over the size limit without parsing it", () => {
     const r = parseDocuments("big.yaml", `# ${"x".repeat(5 * 1024 * 1024)}\n`);
     expect(errors(r)[0]!.message).to.match(/larger than 4 MiB/);

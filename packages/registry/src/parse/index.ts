@@ -36,6 +36,7 @@ const SPECS: Record<Kind, () => ObjectSchema> = {
   Sidecar: sidecarSpec,
 };
 
+const ENVELOPE_ONLY = objectSchema(ignored());
 // Built once: the schemas are immutable descriptions.
 const OBJECT_SCHEMAS = new Map<Kind, ObjectSchema>(KINDS.map((k) => [k, objectSchema(SPECS[k]())]));
 
@@ -107,11 +108,9 @@ function parseDocument(file: string, doc: Document, lc: LineCounter, out: Config
   const flush = (meta: { kind?: string; name?: string; namespace?: string }) => {
     for (const p of raw.splice(0)) out.push({ ...p, file, ...definedOnly(meta) });
   };
-  let contents: Node | null | undefined;
-  try {
-    contents = walker.resolve(doc.contents as Node | null);
-  } catch (e) {
-    out.push(problem(file, "error", walker.pos(doc.contents as Node), (e as Error).message));
+  const contents = walker.tryResolve(doc.contents as Node | null, walker.pos(doc.contents as Node), "");
+  if (raw.length > 0) {
+    flush({});
     return [];
   }
   if (contents == null || (isScalar(contents) && contents.value === null)) return []; // empty document
@@ -141,7 +140,7 @@ function parseDocument(file: string, doc: Document, lc: LineCounter, out: Config
 function listItems(contents: Node, walker: Walker, start: Position): { node: Node; path: string }[] {
   const items: { node: Node; path: string }[] = [];
   walker.check(contents, obj({ apiVersion: req(str({ enum: ["v1"] })), kind: req(str()), metadata: ignored(), items: req(ignored()) }), "", start);
-  const node = walker.resolve((contents as unknown as { get(k: string, keep: true): Node | undefined }).get("items", true));
+  const node = walker.tryResolve((contents as unknown as { get(k: string, keep: true): Node | undefined }).get("items", true), start, "items");
   if (isSeq(node)) node.items.forEach((n, i) => items.push({ node: n as Node, path: `items[${i}]` }));
   else if (node) walker.report("error", walker.pos(node, start), "items: expected a list", "items");
   return items;
@@ -153,15 +152,17 @@ interface ParsedObject {
 }
 
 function parseObject(raw: Node, path: string, walker: Walker, docStart: Position): ParsedObject {
-  const node = walker.resolve(raw);
   const at = walker.pos(raw, docStart);
+  const node = walker.tryResolve(raw, at, path);
+  if (node === undefined) return { meta: {} };
   if (!isMap(node)) {
     walker.report("error", at, `${path || "document"}: expected an object with apiVersion, kind, metadata and spec`, path || undefined);
     return { meta: {} };
   }
   const kind = scalarField(node, "kind");
   const apiVersion = scalarField(node, "apiVersion");
-  const meta = { kind: typeof kind === "string" ? kind : undefined, name: metadataField(node, "name"), namespace: metadataField(node, "namespace") };
+  const name = metadataField(node, "name");
+  const meta = { kind: typeof kind === "string" ? kind : undefined, name, namespace: metadataField(node, "namespace") ?? (name === undefined ? undefined : "default") };
   if (typeof kind === "string" && !(KINDS as readonly string[]).includes(kind)) {
     const close = syn.suggest(kind, KINDS);
     const kindAt = walker.pos(node.get("kind", true) as Node, at);
@@ -174,7 +175,8 @@ function parseObject(raw: Node, path: string, walker: Walker, docStart: Position
     walker.report("error", avAt, `apiVersion '${apiVersion}' is not supported for ${kind}; use one of ${API_VERSIONS.join(", ")}`, pathJoin(path, "apiVersion"));
     return { meta };
   }
-  const schema = typeof kind === "string" ? OBJECT_SCHEMAS.get(kind as Kind)! : objectSchema(obj({}, {}));
+  // Without a usable kind only the envelope can be checked; the spec would be all "unknown fields".
+  const schema = typeof kind === "string" ? OBJECT_SCHEMAS.get(kind as Kind)! : ENVELOPE_ONLY;
   const value = walker.check(node, schema, path, at) as Record<string, any> | undefined;
   if (!value || typeof kind !== "string") return { meta };
   const metadata = value.metadata as Record<string, any>;

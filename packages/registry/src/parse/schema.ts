@@ -2,7 +2,7 @@
 // building the plain JS value. Structure (types, enums, ranges, unknown and missing fields) lives in the schema;
 // rules that relate fields to each other live in each object schema's `rule`, which runs only when the object's
 // own subtree is structurally valid (so one typo does not cascade into a page of follow-on errors).
-import { isAlias, isMap, isPair, isScalar, isSeq, visit, type Alias, type Document, type LineCounter, type Node } from "yaml";
+import { isAlias, isMap, isPair, isScalar, isSeq, visit, type Alias, type Document, type LineCounter, type Node, type Pair, type YAMLMap } from "yaml";
 import { parseDuration } from "../duration.js";
 import { joinPath, offsetPosition, positionOf, pathOf, recordPosition, type Position } from "./locate.js";
 import { suggest } from "./syntax.js";
@@ -98,7 +98,15 @@ const ABSENT = Symbol("absent");
 const DROPPED = Symbol("dropped");
 type Out = unknown | typeof INVALID | typeof ABSENT | typeof DROPPED;
 
-class LimitExceeded extends Error {}
+/** Stops the walk of one object: resource limits, unresolvable aliases. */
+class LimitExceeded extends Error {
+  constructor(
+    message: string,
+    readonly at?: Position,
+  ) {
+    super(message);
+  }
+}
 
 export class Walker implements RuleContext {
   errors = 0;
@@ -141,7 +149,18 @@ export class Walker implements RuleContext {
       return v === INVALID || v === ABSENT || v === DROPPED ? undefined : v;
     } catch (e) {
       if (!(e instanceof LimitExceeded)) throw e;
-      this.report("error", at, e.message, path);
+      this.report("error", e.at ?? at, e.message, path);
+      return undefined;
+    }
+  }
+
+  /** `resolve`, reporting a failure as an error (at `at` unless it knows better) instead of throwing. */
+  tryResolve(node: Node | null | undefined, at: Position, path: string): Node | null | undefined {
+    try {
+      return this.resolve(node);
+    } catch (e) {
+      if (!(e instanceof LimitExceeded)) throw e;
+      this.report("error", e.at ?? at, e.message, path || undefined);
       return undefined;
     }
   }
@@ -150,10 +169,12 @@ export class Walker implements RuleContext {
   resolve(node: Node | null | undefined): Node | null | undefined {
     if (++this.nodes > MAX_NODES_PER_DOCUMENT) throw new LimitExceeded(`document too large: more than ${MAX_NODES_PER_DOCUMENT} nodes`);
     if (node && isAlias(node)) {
-      if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new LimitExceeded(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`);
+      if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new LimitExceeded(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`, this.pos(node));
       this.anchors ??= new AnchorIndex(this.doc);
       const target = this.anchors.resolve(node);
-      if (!target) throw new LimitExceeded(`unresolved alias *${node.source}`);
+      if (!target) {
+        throw new LimitExceeded(`unresolved alias *${node.source} (anchors belong to one document; define &${node.source} above this alias in the same document)`, this.pos(node));
+      }
       return target;
     }
     return node;
@@ -234,6 +255,44 @@ export class Walker implements RuleContext {
     }
   }
 
+  /**
+   * The mapping's pairs with YAML merge keys (`<<: *base`, `<<: [*a, *b]`) expanded, as Kubernetes' YAML reader
+   * does: the mapping's own keys win over merged ones, and earlier merged mappings over later ones. Merged pairs
+   * keep their own positions, so problems point at where the value was actually written.
+   */
+  private pairs(node: YAMLMap, at: Position, path: string): Pair[] {
+    const own: Pair[] = [];
+    const merged: Pair[] = [];
+    for (const pair of node.items as Pair[]) {
+      const key = this.resolve(pair.key as Node);
+      if (!(isScalar(key) && key.value === "<<" && key.type === "PLAIN")) {
+        own.push(pair);
+        continue;
+      }
+      const value = this.resolve(pair.value as Node);
+      const sources = isSeq(value) ? value.items.map((i) => this.resolve(i as Node)) : [value];
+      if (!sources.every((src) => isMap(src))) {
+        this.fail(this.pos(pair.value as Node, at), `${describePath(path)}: merge key '<<' needs a mapping or a list of mappings`, joinPath(path, "<<"));
+        continue;
+      }
+      for (const src of sources) merged.push(...this.pairs(src as YAMLMap, at, path));
+    }
+    if (merged.length === 0) return own;
+    const keyOf = (p: Pair) => {
+      const k = this.resolve(p.key as Node);
+      return isScalar(k) ? String(k.value) : undefined;
+    };
+    const seen = new Set(own.map(keyOf));
+    const out = [...own];
+    for (const p of merged) {
+      const k = keyOf(p);
+      if (k !== undefined && seen.has(k)) continue;
+      seen.add(k);
+      out.push(p);
+    }
+    return out;
+  }
+
   private array(node: Node, schema: ArraySchema, path: string, at: Position): Out {
     if (!isSeq(node)) return this.fail(at, `${describePath(path)}: expected a list, got ${nodeKind(node)}`, path);
     const out: unknown[] = [];
@@ -270,7 +329,7 @@ export class Walker implements RuleContext {
     const out: Record<string, unknown> = {};
     const rec = recordPosition(out, at, path);
     const errorsBefore = this.errors;
-    for (const pair of node.items) {
+    for (const pair of this.pairs(node, at, path)) {
       const keyNode = this.resolve(pair.key as Node);
       const keyAt = this.pos(pair.key as Node, at);
       if (!isScalar(keyNode) || (typeof keyNode.value !== "string" && typeof keyNode.value !== "number")) {
@@ -307,7 +366,7 @@ export class Walker implements RuleContext {
     const errorsBefore = this.errors;
     const known = Object.keys(schema.fields);
     const present = new Set<string>();
-    for (const pair of node.items) {
+    for (const pair of this.pairs(node, at, path)) {
       if (!isPair(pair)) continue;
       const keyNode = this.resolve(pair.key as Node);
       const keyAt = this.pos(pair.key as Node, at);

@@ -13,7 +13,7 @@ const HOST_MATCHED = new Set(["HTTP", "HTTP2", "GRPC"]);
 export const serviceEntrySpec = () =>
   obj(
     {
-      hosts: req(list(str({ nonEmpty: true }), { nonEmpty: true })),
+      hosts: req(list(str({ check: (h) => syn.wildcardHost(h) }), { nonEmpty: true })),
       addresses: list(str({ check: syn.ipOrCidr }), { unique: true }),
       ports: list(port()),
       location: str({ enum: LOCATIONS }),
@@ -44,8 +44,6 @@ function checkServiceEntry(se: ServiceEntrySpec, r: RuleContext): void {
 
   const seenHosts = new Map<string, number>();
   se.hosts.forEach((h, i) => {
-    const msg = syn.wildcardHost(h);
-    if (msg) r.error(se.hosts, i, `spec.hosts[${i}]: ${msg}`);
     const key = h.toLowerCase();
     if (seenHosts.has(key)) r.error(se.hosts, i, `spec.hosts[${i}]: duplicate host '${h}'`);
     seenHosts.set(key, i);

@@ -210,7 +210,7 @@ const tcpRoute = () =>
 export const virtualServiceSpec = () =>
   obj(
     {
-      hosts: req(list(str({ nonEmpty: true }), { nonEmpty: true, unique: true })),
+      hosts: req(list(str({ check: (h) => syn.wildcardHost(h, true) }), { nonEmpty: true, unique: true })),
       gateways: list(gatewayRef(), { unique: true }),
       http: list(httpRoute()),
       tls: list(tlsRoute()),
@@ -225,10 +225,7 @@ function checkVirtualService(vs: VirtualServiceSpec, r: RuleContext): void {
   (vs.hosts ?? []).forEach((h, i) => {
     if (h === "*" && meshBound) {
       r.error(vs.hosts!, i, "spec.hosts: '*' is only allowed in a VirtualService bound to gateways (not to 'mesh')");
-      return;
     }
-    const msg = syn.wildcardHost(h, true);
-    if (msg) r.error(vs.hosts!, i, `spec.hosts[${i}]: ${msg}`);
   });
   if (!vs.http?.length && !vs.tls?.length && !vs.tcp?.length) {
     r.error(vs, undefined, "spec: a VirtualService needs at least one of 'http', 'tls' or 'tcp' routes");
