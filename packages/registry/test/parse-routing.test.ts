@@ -146,7 +146,7 @@ describe("parseDocuments: VirtualService", () => {
   });
 
   it("actions: route, redirect and directResponse are exclusive; rewrite not with redirect; mirrorPercentage needs mirror", () => {
-    expectOne(httpRoute(`  - redirect:\n      uri: /v2\n${ROUTE_V1}`), "error", /only one of 'route', 'redirect' or 'directResponse' may be set \(found route, redirect\)/, "redirect");
+    expectOne(httpRoute(`  - redirect:\n      uri: /v2\n${ROUTE_V1}`), "error", /only one of 'route', 'redirect' or 'directResponse' may be set \(found route, redirect\)/, "route:");
     expectOne(httpRoute(`  - name: nothing\n`), "error", /needs one of 'route', 'redirect' or 'directResponse'/, "name: nothing");
     expectOne(httpRoute(`  - redirect:\n      uri: /v2\n    rewrite:\n      uri: /v3\n`), "error", /'rewrite' cannot be combined with 'redirect'/, "rewrite");
     expectOne(httpRoute(`  - redirect:\n      scheme: ftp\n`), "error", /invalid value 'ftp'.*allowed: http, https/, "ftp");
@@ -208,7 +208,7 @@ describe("parseDocuments: DestinationRule", () => {
     const lb = (body: string) => DR(`  host: a.example.com\n  trafficPolicy:\n    loadBalancer:\n${body}`);
     expectOne(lb(`      simple: ROUNDROBIN\n`), "error", /invalid value 'ROUNDROBIN' \(did you mean 'ROUND_ROBIN'\?\)/, "ROUNDROBIN");
     expectOne(lb(`      simple: RANDOM\n      consistentHash: {useSourceIp: true}\n`), "error", /only one of 'simple' or 'consistentHash'/, "consistentHash");
-    expectOne(lb(`      consistentHash: {useSourceIp: true, httpHeaderName: x-user}\n`), "error", /exactly one hash key.*\(found httpHeaderName, useSourceIp\)/, "useSourceIp");
+    expectOne(lb(`      consistentHash: {useSourceIp: true, httpHeaderName: x-user}\n`), "error", /exactly one hash key.*\(found httpHeaderName, useSourceIp\)/, "httpHeaderName", 0);
     expectOne(lb(`      consistentHash: {}\n`), "error", /exactly one hash key/, "{}");
   });
 

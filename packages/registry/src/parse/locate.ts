@@ -58,3 +58,13 @@ export function offsetPosition(lc: LineCounter, offset: number): Position {
   const { line, col } = lc.linePos(Math.max(0, offset));
   return { line, column: col };
 }
+
+/**
+ * For "only one of" rules: of several keys set on `value`, the one written last (the extra one to point at);
+ * undefined when fewer than two are set, so the problem is reported at `value` itself.
+ */
+export function extraKey(value: object, keys: readonly string[]): string | undefined {
+  if (keys.length < 2) return undefined;
+  const at = (k: string) => positionOf(value, k, { key: true }) ?? { line: 0, column: 0 };
+  return [...keys].sort((a, b) => at(b).line - at(a).line || at(b).column - at(a).column)[0];
+}

@@ -1,6 +1,7 @@
 // DestinationRule: subsets and traffic policy (load balancing, connection pools, outlier detection, client TLS).
 import type { ClientTLSSettings, DestinationRuleSpec, TrafficPolicy } from "../../api.js";
 import { bool, duration, int, INT32_MAX, list, obj, req, str, UINT32_MAX, type ObjectSchema, type RuleContext } from "../schema.js";
+import { extraKey } from "../locate.js";
 import * as syn from "../syntax.js";
 import { checkExportTo, exportTo, labels, portNumber, workloadSelector } from "./common.js";
 
@@ -24,10 +25,10 @@ const loadBalancer = () =>
           rule: (c, r) => {
             const keys = ["httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"].filter((k) => c[k] !== undefined);
             if (keys.length !== 1) {
-              r.error(c, keys[1], `consistentHash: exactly one hash key (httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName) must be set${keys.length ? ` (found ${keys.join(", ")})` : ""}`, { key: true });
+              r.error(c, extraKey(c, keys), `consistentHash: exactly one hash key (httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName) must be set${keys.length ? ` (found ${keys.join(", ")})` : ""}`, { key: true });
             }
             const algos = ["ringHash", "maglev", "minimumRingSize"].filter((k) => c[k] !== undefined);
-            if (algos.length > 1) r.error(c, algos[1], `consistentHash: only one of ${algos.join(", ")} may be set`, { key: true });
+            if (algos.length > 1) r.error(c, extraKey(c, algos), `consistentHash: only one of ${algos.join(", ")} may be set`, { key: true });
           },
         },
       ),

@@ -1,6 +1,7 @@
 // VirtualService: HTTP, TLS and TCP routes.
 import type { HTTPRoute, VirtualServiceSpec } from "../../api.js";
 import { bool, duration, int, list, map, num, obj, req, str, type ObjectSchema, type RuleContext } from "../schema.js";
+import { extraKey } from "../locate.js";
 import * as syn from "../syntax.js";
 import { checkExportTo, destination, exportTo, gatewayRef, labels, portNumber } from "./common.js";
 
@@ -62,7 +63,7 @@ const stringMatch = (allowEmpty = false) =>
     {
       rule: (m, r) => {
         const set = Object.keys(m);
-        if (set.length > 1) r.error(m, set[1], `exactly one of exact, prefix or regex may be set (found ${set.join(", ")})`, { key: true });
+        if (set.length > 1) r.error(m, extraKey(m, set), `exactly one of exact, prefix or regex may be set (found ${set.join(", ")})`, { key: true });
         else if (set.length === 0 && !allowEmpty) r.error(m, undefined, "one of exact, prefix or regex is required");
       },
     },
@@ -153,7 +154,7 @@ const httpRoute = (): ObjectSchema =>
             {
               rule: (a, r) => {
                 const set = ["httpStatus", "grpcStatus"].filter((k) => a[k] !== undefined);
-                if (set.length !== 1) r.error(a, set[1], `fault.abort: exactly one of httpStatus or grpcStatus must be set${set.length ? ` (found ${set.join(", ")})` : ""}`, { key: true });
+                if (set.length !== 1) r.error(a, extraKey(a, set), `fault.abort: exactly one of httpStatus or grpcStatus must be set${set.length ? ` (found ${set.join(", ")})` : ""}`, { key: true });
               },
             },
           ),
@@ -177,7 +178,7 @@ const httpRoute = (): ObjectSchema =>
 function checkHttpRoute(h: HTTPRoute, r: RuleContext): void {
   const actions = (["route", "redirect", "directResponse"] as const).filter((k) => h[k] !== undefined);
   if (actions.length === 0) r.error(h, undefined, "an HTTP route needs one of 'route', 'redirect' or 'directResponse'");
-  if (actions.length > 1) r.error(h, actions[1], `only one of 'route', 'redirect' or 'directResponse' may be set (found ${actions.join(", ")})`, { key: true });
+  if (actions.length > 1) r.error(h, extraKey(h, actions), `only one of 'route', 'redirect' or 'directResponse' may be set (found ${actions.join(", ")})`, { key: true });
   if (h.route && h.route.length === 0) r.error(h, "route", "route: needs at least one destination");
   if (h.redirect && h.rewrite) r.error(h, "rewrite", "'rewrite' cannot be combined with 'redirect'", { key: true });
   if (h.mirrorPercentage && !h.mirror) r.error(h, "mirrorPercentage", "'mirrorPercentage' needs 'mirror'", { key: true });

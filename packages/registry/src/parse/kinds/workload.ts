@@ -1,6 +1,7 @@
 // WorkloadEntry (one VM) and WorkloadGroup (the template auto-registered VMs are created from).
 import type { WorkloadEntrySpec } from "../../api.js";
 import { int, INT32_MAX, list, map, obj, req, str, type RuleContext } from "../schema.js";
+import { extraKey } from "../locate.js";
 import * as syn from "../syntax.js";
 import { labels, portNumber, workloadEntryFields } from "./common.js";
 
@@ -41,7 +42,7 @@ const probe = () =>
       rule: (p, r) => {
         const set = (["httpGet", "tcpSocket", "exec"] as const).filter((k) => p[k] !== undefined);
         if (set.length !== 1) {
-          r.error(p, set[1], `spec.probe: exactly one of httpGet, tcpSocket or exec must be set${set.length ? ` (found ${set.join(", ")})` : ""}`, { key: true });
+          r.error(p, extraKey(p, set), `spec.probe: exactly one of httpGet, tcpSocket or exec must be set${set.length ? ` (found ${set.join(", ")})` : ""}`, { key: true });
         }
       },
     },
