@@ -1,0 +1,156 @@
+// `vmpilot-agent run`: identity first (nothing starts without a certificate), then bootstraps, then Envoy under
+// supervision, the application probe and the status port. Stops in reverse order on SIGTERM.
+import fs from "node:fs/promises";
+import { envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
+import { grpcBootstrap } from "./bootstrap/grpc.js";
+import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
+import type { AgentConfig } from "./config.js";
+import { EnvoySupervisor } from "./envoy-supervisor.js";
+import { ensureDir, writeFileAtomic } from "./files.js";
+import { findOnPath } from "./iptables-apply.js";
+import { agentLogger, type Logger } from "./log.js";
+import { Prober } from "./probes.js";
+import { StatusServer, type Readiness } from "./status-server.js";
+
+/** A start-up problem the operator must fix (missing Envoy binary, unreadable files): exit 1 with this message. */
+export class AgentStartError extends Error {
+  override name = "AgentStartError";
+}
+
+export interface AgentOptions {
+  /** Default: the control plane's CA, as configured. */
+  issuer?: CertificateIssuer;
+  logger?: Logger;
+  /** Overrides proxy.envoyBinary (the `--envoy-bin` flag). */
+  envoyBinary?: string;
+  /** Envoy restart backoff bounds (tests shorten them). */
+  envoyBackoff?: { minMs: number; maxMs: number };
+  envoyStopGraceMs?: number;
+  random?: () => number;
+}
+
+export function runsEnvoy(cfg: AgentConfig): boolean {
+  return cfg.proxy.kind !== "grpc";
+}
+
+export function runsGrpc(cfg: AgentConfig): boolean {
+  return cfg.proxy.kind === "grpc" || cfg.proxy.kind === "both";
+}
+
+/** Writes the bootstrap file(s) this proxy kind needs; returns their paths. */
+export async function writeBootstraps(cfg: AgentConfig): Promise<{ envoy?: string; grpc?: string }> {
+  await ensureDir(cfg.output.dir);
+  const out: { envoy?: string; grpc?: string } = {};
+  if (runsEnvoy(cfg)) {
+    await writeFileAtomic(cfg.output.envoyBootstrapFile, JSON.stringify(envoyBootstrap(cfg), null, 2) + "\n", 0o644);
+    out.envoy = cfg.output.envoyBootstrapFile;
+  }
+  if (runsGrpc(cfg)) {
+    await writeFileAtomic(cfg.output.grpcBootstrapFile, JSON.stringify(grpcBootstrap(cfg), null, 2) + "\n", 0o644);
+    out.grpc = cfg.output.grpcBootstrapFile;
+  }
+  return out;
+}
+
+export class Agent {
+  readonly rotator: CertificateRotator;
+  readonly status: StatusServer;
+  envoy: EnvoySupervisor | undefined;
+  prober: Prober | undefined;
+  private readonly log: Logger;
+  private envoyBinary: string | undefined;
+  private started = false;
+
+  constructor(
+    readonly cfg: AgentConfig,
+    private readonly opts: AgentOptions = {},
+  ) {
+    this.log = opts.logger ?? agentLogger("run");
+    this.rotator = new CertificateRotator(cfg, opts.issuer ?? caIssuer(cfg), { logger: this.log, ...(opts.random ? { random: opts.random } : {}) });
+    this.status = new StatusServer({ readiness: () => this.readiness(), status: () => this.statusJson() });
+  }
+
+  /** Checks what can be checked before touching the network: a missing Envoy is a clear error, not a crash loop. */
+  private async preflight(): Promise<void> {
+    if (runsEnvoy(this.cfg)) {
+      const bin = this.opts.envoyBinary ?? this.cfg.proxy.envoyBinary;
+      this.envoyBinary = findOnPath(bin);
+      if (!this.envoyBinary) {
+        throw new AgentStartError(
+          `envoy binary ${JSON.stringify(bin)} not found${bin.includes("/") ? "" : " on PATH"}; install Envoy, pass --envoy-bin PATH, or set proxy.kind: grpc for proxyless gRPC only`,
+        );
+      }
+    }
+    try {
+      await fs.access(this.cfg.controlPlane.rootCertFile);
+    } catch {
+      throw new AgentStartError(`mesh root certificate ${this.cfg.controlPlane.rootCertFile} is not readable (controlPlane.rootCertFile)`);
+    }
+  }
+
+  async start(): Promise<void> {
+    await this.preflight();
+    this.started = true;
+    // Status first: load balancers see "not ready" (with reasons) while the agent is still getting its identity.
+    const serveReadiness = !runsEnvoy(this.cfg);
+    await this.status.start(
+      { host: this.cfg.status.host, port: this.cfg.status.port },
+      serveReadiness ? { host: this.cfg.status.readinessHost, port: this.cfg.status.readinessPort } : undefined,
+    );
+    await this.rotator.start();
+    const files = await writeBootstraps(this.cfg);
+    if (files.grpc) this.log.info(`gRPC xDS bootstrap written to ${files.grpc} (set GRPC_XDS_BOOTSTRAP to it)`);
+    if (files.envoy && this.envoyBinary) {
+      this.envoy = new EnvoySupervisor({
+        binary: this.envoyBinary,
+        args: envoyArgs(this.cfg, files.envoy),
+        logger: this.log,
+        ...(this.opts.envoyBackoff ? { minBackoffMs: this.opts.envoyBackoff.minMs, maxBackoffMs: this.opts.envoyBackoff.maxMs } : {}),
+        stopGraceMs: this.opts.envoyStopGraceMs ?? this.cfg.proxy.drainMs + 5000,
+      });
+      this.envoy.start();
+    }
+    if (this.cfg.probe) {
+      this.prober = new Prober(this.cfg.probe);
+      this.prober.on("change", (ready: boolean, last?: { detail: string }) =>
+        this.log.info(`application ${ready ? "ready" : "not ready"}${last ? ` (${last.detail})` : ""}`),
+      );
+      this.prober.start();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.prober?.stop();
+    await this.envoy?.stop("SIGTERM");
+    await this.rotator.stop();
+    await this.status.stop();
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    const cert = this.rotator.current;
+    if (!cert) reasons.push("no workload certificate yet");
+    else if (cert.notAfter.getTime() <= Date.now()) reasons.push(`workload certificate ${cert.serial} expired at ${cert.notAfter.toISOString()}`);
+    if (runsEnvoy(this.cfg)) {
+      const st = this.envoy?.status().state ?? "not started";
+      if (st !== "running") reasons.push(`envoy is ${st}`);
+    }
+    if (this.prober) {
+      const p = this.prober.status();
+      if (!p.ready) reasons.push(`application probe not passing${p.last ? ` (${p.last.detail})` : " yet"}`);
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  statusJson(): Record<string, unknown> {
+    return {
+      workload: { name: this.cfg.name, namespace: this.cfg.namespace, serviceAccount: this.cfg.serviceAccount, address: this.cfg.address },
+      proxyKind: this.cfg.proxy.kind,
+      certificate: this.rotator.status(),
+      ...(this.envoy ? { envoy: this.envoy.status() } : {}),
+      ...(this.prober ? { probe: this.prober.status() } : {}),
+    };
+  }
+}
