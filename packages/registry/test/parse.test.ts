@@ -84,6 +84,7 @@ describe("parseDocuments: documents and object envelope", () => {
     expectOne(text2, "error", /spec\.ports\[0\]: missing required field 'name'/, "number: 80");
     const text3 = `apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec:\n  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n`;
     expectOne(text3, "error", /document: missing required field 'metadata'/, "apiVersion");
+    expectOne(SE(`  hosts:\n  ports: [{number: 80, name: http, protocol: HTTP}]\n`), "error", /^spec\.hosts: required field has no value$/, "hosts");
   });
 
   it("reports wrong types at the value, with a hint", () => {

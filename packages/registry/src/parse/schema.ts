@@ -99,7 +99,7 @@ const DROPPED = Symbol("dropped");
 type Out = unknown | typeof INVALID | typeof ABSENT | typeof DROPPED;
 
 /** Stops the walk of one object: resource limits, unresolvable aliases. */
-class LimitExceeded extends Error {
+class WalkAborted extends Error {
   constructor(
     message: string,
     readonly at?: Position,
@@ -148,7 +148,7 @@ export class Walker implements RuleContext {
       const v = this.value(node, schema, path, at);
       return v === INVALID || v === ABSENT || v === DROPPED ? undefined : v;
     } catch (e) {
-      if (!(e instanceof LimitExceeded)) throw e;
+      if (!(e instanceof WalkAborted)) throw e;
       this.report("error", e.at ?? at, e.message, path);
       return undefined;
     }
@@ -159,7 +159,7 @@ export class Walker implements RuleContext {
     try {
       return this.resolve(node);
     } catch (e) {
-      if (!(e instanceof LimitExceeded)) throw e;
+      if (!(e instanceof WalkAborted)) throw e;
       this.report("error", e.at ?? at, e.message, path || undefined);
       return undefined;
     }
@@ -167,13 +167,13 @@ export class Walker implements RuleContext {
 
   /** The node an alias points to, counting alias uses so that an alias bomb costs a bounded walk. */
   resolve(node: Node | null | undefined): Node | null | undefined {
-    if (++this.nodes > MAX_NODES_PER_DOCUMENT) throw new LimitExceeded(`document too large: more than ${MAX_NODES_PER_DOCUMENT} nodes`);
+    if (++this.nodes > MAX_NODES_PER_DOCUMENT) throw new WalkAborted(`document too large: more than ${MAX_NODES_PER_DOCUMENT} nodes`);
     if (node && isAlias(node)) {
-      if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new LimitExceeded(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`, this.pos(node));
+      if (++this.aliases > MAX_ALIASES_PER_DOCUMENT) throw new WalkAborted(`too many aliases in one document (more than ${MAX_ALIASES_PER_DOCUMENT})`, this.pos(node));
       this.anchors ??= new AnchorIndex(this.doc);
       const target = this.anchors.resolve(node);
       if (!target) {
-        throw new LimitExceeded(`unresolved alias *${node.source} (anchors belong to one document; define &${node.source} above this alias in the same document)`, this.pos(node));
+        throw new WalkAborted(`unresolved alias *${node.source} (anchors belong to one document; define &${node.source} above this alias in the same document)`, this.pos(node));
       }
       return target;
     }
@@ -366,6 +366,7 @@ export class Walker implements RuleContext {
     const errorsBefore = this.errors;
     const known = Object.keys(schema.fields);
     const present = new Set<string>();
+    const empty = new Map<string, Position>(); // `key:` with no value
     for (const pair of this.pairs(node, at, path)) {
       if (!isPair(pair)) continue;
       const keyNode = this.resolve(pair.key as Node);
@@ -391,11 +392,14 @@ export class Walker implements RuleContext {
       rec.keys.set(key, keyAt);
       rec.values.set(key, valueAt);
       if (v !== ABSENT) present.add(key);
+      else empty.set(key, keyAt);
       if (v !== INVALID && v !== ABSENT && v !== DROPPED) out[key] = v;
     }
     for (const [name, f] of Object.entries(schema.fields)) {
       if (f.required && !present.has(name)) {
-        this.fail(at, `${describePath(path)}: missing required field '${name}'`, joinPath(path, name));
+        const keyAt = empty.get(name);
+        if (keyAt) this.fail(keyAt, `${describePath(joinPath(path, name))}: required field has no value`, joinPath(path, name));
+        else this.fail(at, `${describePath(path)}: missing required field '${name}'`, joinPath(path, name));
       }
     }
     if (this.errors > errorsBefore) return INVALID;
