@@ -250,7 +250,12 @@ export async function validatePaths(paths: string[]): Promise<{ objects: AnyConf
   for (const p of paths) {
     try {
       const st = await stat(p);
-      if (st.isDirectory()) files.push(...(await configFiles(p, seenDirs)));
+      if (st.isDirectory()) {
+        if (seenDirs.has(await realpath(p))) continue; // the same directory named twice
+        const found = await configFiles(p, seenDirs);
+        if (found.length === 0) problems.push({ severity: "warning", file: p, line: 1, column: 1, message: "no .yaml, .yml or .json files found in this directory" });
+        files.push(...found);
+      }
       else files.push(p); // named explicitly: read whatever its extension
     } catch (e) {
       problems.push({ severity: "error", file: p, line: 1, column: 1, message: ioMessage(e) });

@@ -106,6 +106,15 @@ describe("validatePaths", () => {
     expect(r.objects.find((o) => o.metadata.name === "b")!.origin).to.deep.include({ file: join(root, "team-a", "nested", "b.yml") });
   });
 
+  it("warns about a directory without config files (a mistyped path should not pass silently)", async () => {
+    const empty = join(dir, "empty");
+    await mkdir(join(empty, "sub"), { recursive: true });
+    await writeFile(join(empty, "notes.txt"), "hello\n");
+    const r = await validatePaths([empty]);
+    expect(r.files).to.equal(0);
+    expect(r.problems).to.deep.equal([{ severity: "warning", file: empty, line: 1, column: 1, message: "no .yaml, .yml or .json files found in this directory" }]);
+  });
+
   it("reads a ConfigMap-style mount (..data symlink swap) once", async () => {
     const root = join(dir, "configmap");
     await mkdir(join(root, "..2026_01_01_00_00_00.1"), { recursive: true });
