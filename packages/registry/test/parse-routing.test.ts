@@ -230,6 +230,10 @@ describe("parseDocuments: DestinationRule", () => {
     clean(tls(`      mode: MUTUAL\n      credentialName: client-cert\n`));
   });
 
+  it("exportTo is checked as on ServiceEntries", () => {
+    expectOne(DR(`  host: a.example.com\n  exportTo: ["*", "."]\n`), "error", /'\*' already exports to every namespace/, '"*"');
+  });
+
   it("portLevelSettings: port.number required and unique", () => {
     const pls = (body: string) => DR(`  host: a.example.com\n  trafficPolicy:\n    portLevelSettings:\n${body}`);
     expectOne(pls(`    - port: {number: 80}\n    - port: {number: 80}\n`), "error", /port 80 already has settings in portLevelSettings\[0\]/, "80", 1);
@@ -264,12 +268,18 @@ describe("parseDocuments: Gateway and Sidecar", () => {
     expectOne(GW(`  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ["Bad_NS/*"]\n`), "error", /namespace part 'Bad_NS'/, '"Bad_NS/*"');
   });
 
+  it("server names are unique; httpsRedirect only on HTTP servers", () => {
+    expectOne(GW(`  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ["*"]\n    name: web\n  - port: {number: 81, name: http2, protocol: HTTP}\n    hosts: ["*"]\n    name: web\n`), "error", /'web' is already used by spec\.servers\[0\]/, "web", 1);
+    expectOne(GW(`  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ["*"]\n    tls: {mode: PASSTHROUGH, httpsRedirect: true}\n`), "error", /httpsRedirect only applies to HTTP servers/, "httpsRedirect");
+  });
+
   it("sidecar egress hosts are 'namespace/host'; outboundTrafficPolicy mode is an enum", () => {
     clean(SC(`  egress:\n  - hosts: ["./*", "egress/*", "~/*", "*/*.example.com"]\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n`));
     expectOne(SC(`  egress:\n  - hosts: ["api.example.com"]\n`), "error", /must be in 'namespace\/host' form/, '"api.example.com"');
     expectOne(SC(`  outboundTrafficPolicy:\n    mode: DENY\n`), "error", /allowed: REGISTRY_ONLY, ALLOW_ANY/, "DENY");
     expectOne(SC(`  egress:\n  - hosts: ["./*"]\n  - hosts: ["*/*"]\n`), "error", /only one egress listener may omit 'port'/, 'hosts: ["*/*"]');
     expectOne(SC(`  ingress:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    defaultEndpoint: 10.0.0.1:8080\n`), "error", /must be 127\.0\.0\.1:PORT/, "10.0.0.1:8080");
+    expectOne(SC(`  ingress:\n  - port: {number: 8080, name: a, protocol: HTTP}\n  - port: {number: 8080, name: b, protocol: HTTP}\n`), "error", /port 8080 is already used by spec\.ingress\[0\]/, "8080", 1);
   });
 });
 
@@ -286,6 +296,11 @@ describe("parseDocuments: WorkloadEntry and WorkloadGroup", () => {
     expectOne(WE(`  address: 192.0.2.9\n  ports: {HTTP: 80}\n`), "error", /'HTTP' is not a DNS-1123 label/, "HTTP");
     expectOne(WE(`  address: 192.0.2.9\n  serviceAccount: "reviews sa"\n`), "error", /not a DNS-1123 subdomain/, '"reviews sa"');
     expectOne(WE(`  address: 192.0.2.9\n  labels: {version: v1.0-}\n`), "error", /invalid label value 'v1\.0-'/, "v1.0-");
+  });
+
+  it("WorkloadEntry: a unix socket workload has no ports; weight 0 is a warning", () => {
+    expectOne(WE(`  address: unix:///var/run/app.sock\n  ports: {http: 80}\n`), "error", /unix socket has no ports/, "{http: 80}");
+    expectOne(WE(`  address: 192.0.2.9\n  weight: 0\n`), "warning", /0 means the default weight/, "0\n");
   });
 
   it("WorkloadGroup: template without address; probe with exactly one of httpGet, tcpSocket, exec", () => {

@@ -400,6 +400,8 @@ describe("parseDocuments: ServiceEntry rules", () => {
     expectOne(ep("    labels:\n      app: -bad-\n"), "error", /invalid label value '-bad-'/, "-bad-");
     expectOne(ep("    labels:\n      Bad Key: x\n"), "error", /invalid label key 'Bad Key'/, "Bad Key");
     expectOne(ep("    serviceAccount: Web_SA\n"), "error", /'Web_SA' is not a DNS-1123 subdomain/, "Web_SA");
+    expectOne(base("  location: MESH_INTERNAL\n  resolution: STATIC\n  endpoints:\n  - labels: {app: x}\n"), "error", /endpoint needs an 'address'/, "labels");
+    clean(base("  location: MESH_INTERNAL\n  resolution: STATIC\n  endpoints:\n  - network: dc2\n    labels: {app: x}\n"));
     clean(ep("    locality: eu-west/eu-west-1a/rack7\n    weight: 3\n    serviceAccount: web\n    labels:\n      app.kubernetes.io/name: web\n"));
   });
 
