@@ -106,21 +106,22 @@ function serviceEntryConflicts(objects: readonly AnyConfig[]): ConfigProblem[] {
   const reported = new Set<string>();
   for (const [k, list] of claims) {
     if (list.length < 2) continue;
-    const [ns, host, port] = k.split("\u0000") as [string, string, string];
+    const [ns, host] = k.split("\u0000") as [string, string, string];
     const sorted = [...list].sort(compareServiceEntryPrecedence);
     const winner = sorted[0]!;
     for (const loser of sorted.slice(1)) {
       if (loser === winner) continue;
       const once = `${configKey(loser)}|${configKey(winner)}|${host}`;
-      if (reported.has(once)) continue; // one warning per host, listing every port would repeat itself
+      if (reported.has(once)) continue; // one warning per host naming every shared port, not one per port
       reported.add(once);
-      const ports = list === undefined ? port : conflictingPorts(loser, winner, host).join(", ");
+      const shared = sharedPorts(loser, winner);
+      const ports = `${shared.length === 1 ? "port" : "ports"} ${shared.join(", ")}`;
       const hostIndex = loser.spec.hosts.findIndex((h) => h.toLowerCase() === host);
       const where = positionOf(loser.spec.hosts, hostIndex);
       out.push(
         at(
           loser,
-          `ServiceEntry ${ns}/${loser.metadata.name} (${formatOrigin(loser.origin)}) and ServiceEntry ${ns}/${winner.metadata.name} (${formatOrigin(winner.origin)}) both claim host '${host}' on port ${ports}; '${winner.metadata.name}' wins (precedence: name, then file), this one is ignored for that host and port`,
+          `ServiceEntry ${ns}/${loser.metadata.name} (${formatOrigin(loser.origin)}) and ServiceEntry ${ns}/${winner.metadata.name} (${formatOrigin(winner.origin)}) both claim host '${host}' on ${ports}; '${winner.metadata.name}' wins (precedence: name, then file), this one is ignored for that host and port`,
           "warning",
           where,
           `spec.hosts[${hostIndex}]`,
@@ -131,9 +132,9 @@ function serviceEntryConflicts(objects: readonly AnyConfig[]): ConfigProblem[] {
   return out;
 }
 
-function conflictingPorts(a: ConfigObject<"ServiceEntry">, b: ConfigObject<"ServiceEntry">, _host: string): number[] {
+function sharedPorts(a: ConfigObject<"ServiceEntry">, b: ConfigObject<"ServiceEntry">): number[] {
   const theirs = new Set((b.spec.ports ?? []).map((p) => p.number));
-  return (a.spec.ports ?? []).map((p) => p.number).filter((n) => theirs.has(n));
+  return (a.spec.ports ?? []).map((p) => p.number).filter((n) => theirs.has(n)).sort((x, y) => x - y);
 }
 
 function hostMatches(pattern: string, host: string): boolean {

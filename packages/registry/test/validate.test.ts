@@ -34,6 +34,14 @@ describe("crossValidate", () => {
     }
   });
 
+  it("names every shared port in one warning per host", () => {
+    const objs = [...objects("a.yaml", se("one", "api.example.com", [80, 443, 8080])), ...objects("b.yaml", se("two", "api.example.com", [443, 80]))];
+    const problems = crossValidate(objs);
+    expect(problems).to.have.length(1);
+    expect(problems[0]!.message).to.match(/on ports 80, 443; 'one' wins/);
+    expect(problems[0]!.file).to.equal("b.yaml");
+  });
+
   it("does not report the same host on different ports, or in different namespaces", () => {
     const objs = [
       ...objects("a.yaml", se("one", "api.example.com", [80])),
