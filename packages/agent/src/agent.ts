@@ -11,6 +11,7 @@ import { findOnPath } from "./iptables-apply.js";
 import { agentLogger, type Logger } from "./log.js";
 import { Prober } from "./probes.js";
 import { StatusServer, type Readiness } from "./status-server.js";
+import { xdsProxyFor, type XdsProxy } from "./xds-proxy.js";
 
 /** A start-up problem the operator must fix (missing Envoy binary, unreadable files): exit 1 with this message. */
 export class AgentStartError extends Error {
@@ -57,6 +58,7 @@ export class Agent {
   readonly status: StatusServer;
   envoy: EnvoySupervisor | undefined;
   prober: Prober | undefined;
+  xdsProxy: XdsProxy | undefined;
   private readonly log: Logger;
   private envoyBinary: string | undefined;
   private started = false;
@@ -99,7 +101,13 @@ export class Agent {
     );
     await this.rotator.start();
     const files = await writeBootstraps(this.cfg);
-    if (files.grpc) this.log.info(`gRPC xDS bootstrap written to ${files.grpc} (set GRPC_XDS_BOOTSTRAP to it)`);
+    if (files.grpc) {
+      if (this.cfg.grpc.xdsProxy) {
+        this.xdsProxy = xdsProxyFor(this.cfg, () => this.rotator.current, this.log);
+        await this.xdsProxy.listen(this.cfg.grpc.xdsServerUri);
+      }
+      this.log.info(`gRPC xDS bootstrap written to ${files.grpc} (set GRPC_XDS_BOOTSTRAP to it); xDS server ${this.cfg.grpc.xdsServerUri}${this.xdsProxy ? " (the agent's xDS proxy)" : ""}`);
+    }
     if (files.envoy && this.envoyBinary) {
       this.envoy = new EnvoySupervisor({
         binary: this.envoyBinary,
@@ -124,6 +132,7 @@ export class Agent {
     this.started = false;
     this.prober?.stop();
     await this.envoy?.stop("SIGTERM");
+    await this.xdsProxy?.close();
     await this.rotator.stop();
     await this.status.stop();
   }
@@ -151,6 +160,7 @@ export class Agent {
       certificate: this.rotator.status(),
       ...(this.envoy ? { envoy: this.envoy.status() } : {}),
       ...(this.prober ? { probe: this.prober.status() } : {}),
+      ...(this.xdsProxy ? { xdsProxy: { address: this.cfg.grpc.xdsServerUri, ...this.xdsProxy.status() } } : {}),
     };
   }
 }

@@ -77,7 +77,13 @@ export interface AgentConfig {
     concurrency?: number;
   };
   /** What the proxyless gRPC bootstrap points at (see bootstrap/grpc.ts). */
-  grpc: { xdsServerUri: string; channelCreds: "insecure" | "google_default"; certRefreshMs: number };
+  grpc: {
+    xdsServerUri: string;
+    channelCreds: "insecure" | "google_default";
+    certRefreshMs: number;
+    /** Run the local xDS proxy (xds-proxy.ts) on xdsServerUri. Default: on, unless xdsServerUri is configured. */
+    xdsProxy: boolean;
+  };
   interception: {
     mode: InterceptionMode;
     proxyUid: number;
@@ -135,7 +141,12 @@ export const AGENT_SCHEMA: ObjectSchema = {
     },
     grpc: {
       type: "object",
-      fields: { xdsServerUri: str, channelCreds: { type: "enum", values: ["insecure", "google_default"] }, certRefreshInterval: { type: "duration" } },
+      fields: {
+        xdsServerUri: str,
+        channelCreds: { type: "enum", values: ["insecure", "google_default"] },
+        certRefreshInterval: { type: "duration" },
+        xdsProxy: { type: "bool" },
+      },
     },
     interception: {
       type: "object",
@@ -394,6 +405,7 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
       xdsServerUri: grpc.xdsServerUri ?? `unix://${path.join(dir, "xds.sock")}`,
       channelCreds: grpc.channelCreds ?? "insecure",
       certRefreshMs: grpc.certRefreshInterval ?? 60_000,
+      xdsProxy: grpc.xdsProxy ?? grpc.xdsServerUri === undefined,
     },
     interception: {
       mode,

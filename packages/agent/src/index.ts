@@ -12,5 +12,6 @@ export * from "./status-server.js";
 export * from "./iptables.js";
 export * from "./iptables-apply.js";
 export * from "./agent.js";
+export * from "./xds-proxy.js";
 export { Backoff } from "./backoff.js";
 export type { Logger } from "./log.js";

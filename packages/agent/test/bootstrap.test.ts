@@ -162,6 +162,7 @@ describe("gRPC xDS bootstrap", () => {
     const json = grpcBootstrap(config("grpc:\n  xdsServerUri: 127.0.0.1:15010\n  certRefreshInterval: 500ms\n"));
     const info = validateBootstrapConfig(JSON.parse(JSON.stringify(json)));
     expect(info.xdsServers[0].server_uri).to.equal("127.0.0.1:15010");
+    expect(config("grpc:\n  xdsServerUri: 127.0.0.1:15010\n").grpc.xdsProxy).to.equal(false);
     expect(info.certificateProviders.default.config.refreshIntervalMs).to.equal(500);
   });
 });

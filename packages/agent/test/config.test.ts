@@ -26,7 +26,7 @@ describe("agent config", () => {
     expect(c.proxy).to.deep.include({ kind: "envoy", xdsTransport: "GRPC", envoyBinary: "envoy" });
     expect(c.interception).to.deep.include({ mode: "REDIRECT", proxyUid: 1337, includeInboundPorts: ["8080", "9090"] });
     expect(c.status).to.deep.equal({ host: "0.0.0.0", port: 15020, readinessHost: "0.0.0.0", readinessPort: 15021 });
-    expect(c.grpc.xdsServerUri).to.equal("unix:///var/lib/vmpilot/agent/xds.sock");
+    expect(c.grpc).to.deep.include({ xdsServerUri: "unix:///var/lib/vmpilot/agent/xds.sock", xdsProxy: true });
   });
 
   it("follows the trust domain into identity and the default control-plane SAN", () => {
