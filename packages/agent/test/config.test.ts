@@ -1,5 +1,6 @@
+import { fileURLToPath } from "node:url";
 import { expect } from "chai";
-import { AgentConfigError, environmentOverrides, parseAgentConfig } from "../src/config.js";
+import { AgentConfigError, environmentOverrides, loadAgentConfig, parseAgentConfig } from "../src/config.js";
 import { BASE_YAML, config } from "./fixtures.js";
 
 function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
@@ -107,6 +108,14 @@ describe("agent config", () => {
   it("derives override names from the schema", () => {
     const names = [...environmentOverrides().keys()];
     expect(names).to.include.members(["VMPILOT_AGENT_NAMESPACE", "VMPILOT_AGENT_SERVICE_ACCOUNT", "VMPILOT_AGENT_CONTROL_PLANE_SAN", "VMPILOT_AGENT_OUTPUT_DIR", "VMPILOT_AGENT_PROXY_ENVOY_BINARY"]);
+  });
+
+  it("accepts the documented sample config/agent.yaml", () => {
+    const sample = fileURLToPath(new URL("../../../config/agent.yaml", import.meta.url));
+    const c = loadAgentConfig(sample, {});
+    expect(c.identity).to.equal("spiffe://cluster.local/ns/shop/sa/reviews");
+    expect(c.probe?.httpGet?.path).to.equal("/health");
+    expect(c.interception.excludeOutboundCidrs).to.deep.equal(["169.254.169.254/32"]);
   });
 
   it("reports YAML syntax errors with their position", () => {
