@@ -6,10 +6,11 @@ import { VERSION } from "./index.js";
 import { register as registerValidate } from "./cli/validate.js";
 import { register as registerToken } from "./cli/token.js";
 import { register as registerProxyStatus } from "./cli/proxy-status.js";
+import { register as registerDiff } from "./cli/diff.js";
 
 type Register = (program: Command) => void;
 
-const COMMANDS: Register[] = [registerValidate, registerToken, registerProxyStatus];
+const COMMANDS: Register[] = [registerValidate, registerToken, registerProxyStatus, registerDiff];
 
 const program = new Command("vmpilot")
   .description("Service-mesh control plane for VM fleets: Istio-style config from GitOps directories and Consul, served over xDS v3.")
