@@ -20,7 +20,7 @@ import {
   type ClusterFlavor,
   type EffectivePolicy,
 } from "./policy.js";
-import { autoMtlsSocketMatches, fileTlsSocket, grpcMutualSocket, istioMutualSocket, meshSans, wantsAutoMtls } from "./tls.js";
+import { autoMtlsSocketMatches, fileTlsSocket, grpcMutualSocket, istioMutualSocket, meshSans, wantsAutoMtls, type SdsPaths } from "./tls.js";
 import { durationJson } from "./duration.js";
 
 type Json = Record<string, unknown>;
@@ -59,12 +59,7 @@ function isHttp2(port: Port): boolean {
   return port.protocol === "GRPC" || port.protocol === "HTTP2";
 }
 
-/** Whether this service's clusters are EDS for the flavor (so a CLA must be served for each). */
-export function usesEds(service: Service): boolean {
-  return service.resolution === "STATIC";
-}
-
-function transportSocketFields(plan: ClusterPlan, service: Service, eps: readonly Endpoint[], flavor: ClusterFlavor, eds: boolean): Json | undefined {
+function transportSocketFields(plan: ClusterPlan, service: Service, eps: readonly Endpoint[], flavor: ClusterFlavor, eds: boolean, sds: SdsPaths | undefined): Json | undefined {
   const tls = plan.policy.tls;
   if (flavor === "grpc") {
     if (!tls || tls.mode === "DISABLE") return {};
@@ -78,19 +73,19 @@ function transportSocketFields(plan: ClusterPlan, service: Service, eps: readonl
     if (tls.mode === "DISABLE") return {};
     if (tls.mode === "ISTIO_MUTUAL") {
       const sans = tls.subjectAltNames?.length ? [...tls.subjectAltNames] : meshSans(service, eps);
-      return { transport_socket: istioMutualSocket(plan.port.number, plan.subset, service.hostname, sans) };
+      return { transport_socket: istioMutualSocket(plan.port.number, plan.subset, service.hostname, sans, sds) };
     }
     return { transport_socket: fileTlsSocket(tls, service.hostname) };
   }
   if (!wantsAutoMtls(service, eps) || service.resolution === "NONE") return {};
-  const mtls = istioMutualSocket(plan.port.number, plan.subset, service.hostname, meshSans(service, eps));
+  const mtls = istioMutualSocket(plan.port.number, plan.subset, service.hostname, meshSans(service, eps), sds);
   if (eds) return { transport_socket_matches: autoMtlsSocketMatches(mtls) };
   // Inline DNS endpoints carry no metadata: mTLS only when every endpoint has an identity.
   return eps.every((e) => e.serviceAccount) ? { transport_socket: mtls } : {};
 }
 
 /** The cluster for one plan, or undefined when this flavor cannot have it. */
-export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly Endpoint[], flavor: ClusterFlavor): Json | undefined {
+export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly Endpoint[], flavor: ClusterFlavor, sds?: SdsPaths): Json | undefined {
   const { policy } = plan;
   const cluster: Json = { name: plan.name };
   const passthroughLb = policy.loadBalancer?.simple === "PASSTHROUGH" && !policy.loadBalancer.consistentHash;
@@ -109,7 +104,7 @@ export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly 
       if (flavor === "grpc" && !la) return undefined;
       Object.assign(cluster, {
         type: logical ? "LOGICAL_DNS" : "STRICT_DNS",
-        load_assignment: la ?? { cluster_name: plan.name, endpoints: [] },
+        load_assignment: la ?? { cluster_name: plan.name },
       });
       if (flavor === "envoy") Object.assign(cluster, { dns_lookup_family: "V4_ONLY", respect_dns_ttl: true });
       break;
@@ -128,7 +123,7 @@ export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly 
   if (cb) cluster.circuit_breakers = cb;
   const od = outlierDetection(policy.outlierDetection);
   if (od) cluster.outlier_detection = od;
-  const ts = transportSocketFields(plan, service, eps, flavor, cluster.type === "EDS");
+  const ts = transportSocketFields(plan, service, eps, flavor, cluster.type === "EDS", sds);
   if (ts === undefined) return undefined;
   Object.assign(cluster, ts);
   if (flavor === "envoy") {
@@ -141,16 +136,10 @@ export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly 
   return cluster;
 }
 
-export interface ServiceClusterOutput {
-  clusters: Json[];
-  /** EDS ClusterLoadAssignments, one per EDS cluster (empty ones included). */
-  loadAssignments: Json[];
-}
-
-export function serviceClusters(service: Service, eps: readonly Endpoint[], dr: DestinationRuleConfig | undefined, flavor: ClusterFlavor): Json[] {
+export function serviceClusters(service: Service, eps: readonly Endpoint[], dr: DestinationRuleConfig | undefined, flavor: ClusterFlavor, sds?: SdsPaths): Json[] {
   const out: Json[] = [];
   for (const plan of clusterPlans(service, dr)) {
-    const c = buildCluster(plan, service, eps, flavor);
+    const c = buildCluster(plan, service, eps, flavor, sds);
     if (c) out.push(c);
   }
   return out;

@@ -14,6 +14,7 @@
 import type { ConfigObject, Endpoint, RegistrySnapshot, Service } from "@vmpilot/registry";
 import { isExportedTo, normalizeExportTo } from "@vmpilot/registry";
 import type { ProxyKind, ProxyView } from "../proxy-view.js";
+import type { SdsPaths } from "./tls.js";
 
 /** Istio's default root namespace: mesh-wide Sidecar and DestinationRule defaults live here. */
 export const ROOT_NAMESPACE = "istio-system";
@@ -163,6 +164,22 @@ export interface Scope {
   /** Visible services, one per hostname, sorted by hostname. */
   services: readonly Service[];
   serviceKeys: ReadonlySet<string>;
+  /** Envoy: the agent's file-based SDS paths (node metadata SDS_PATHS), when it announced them. */
+  sdsPaths?: SdsPaths;
+}
+
+/**
+ * SDS_PATHS from the view. ProxyView (proxy-view.ts) may carry it as `sdsPaths`; the raw metadata form
+ * `{ default, ROOTCA }` is accepted too, and anything incomplete is ignored (secrets then come over ADS).
+ */
+export function sdsPathsOf(view: ProxyView): SdsPaths | undefined {
+  if (view.kind === "grpc") return undefined;
+  const v = (view as ProxyView & { sdsPaths?: unknown }).sdsPaths;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (typeof o.default === "string" && o.default && typeof o.ROOTCA === "string" && o.ROOTCA) return { default: o.default, ROOTCA: o.ROOTCA };
+  }
+  return undefined;
 }
 
 export function canonicalLabels(labels: Readonly<Record<string, string>>): string {
@@ -174,7 +191,8 @@ export function canonicalLabels(labels: Readonly<Record<string, string>>): strin
 
 export function scopeKey(view: ProxyView): string {
   const mode = view.kind === "sidecar" ? view.interceptionMode : "";
-  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}`;
+  const sds = sdsPathsOf(view);
+  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}`;
 }
 
 /**
@@ -218,6 +236,8 @@ export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, vi
     serviceKeys: new Set(services.map((s) => s.key)),
   };
   if (sidecar) scope.sidecar = sidecar;
+  const sds = sdsPathsOf(view);
+  if (sds) scope.sdsPaths = sds;
   return scope;
 }
 

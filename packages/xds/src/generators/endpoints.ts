@@ -57,12 +57,15 @@ export function localityEndpoints(
     const key = ep.locality ?? "";
     const g = groups.get(key) ?? { weight: 0, lb: [] };
     g.weight += w;
-    g.lb.push({ endpoint: { address: addr }, health_status: ep.health, load_balancing_weight: w, ...(extra ? extra(ep) : {}) });
+    // UNKNOWN is the proto default: leaving it out keeps the JSON canonical (what decoding yields).
+    const health = ep.health === "UNKNOWN" ? {} : { health_status: ep.health };
+    g.lb.push({ endpoint: { address: addr }, ...health, load_balancing_weight: w, ...(extra ? extra(ep) : {}) });
     groups.set(key, g);
   }
   return [...groups.keys()].sort().map((k) => {
     const g = groups.get(k)!;
-    return { locality: parseLocality(k), lb_endpoints: g.lb, load_balancing_weight: g.weight, priority: 0 };
+    // Everything at priority 0 (the default, so not spelled out): no gaps for gRPC's priority policy.
+    return { locality: parseLocality(k), lb_endpoints: g.lb, load_balancing_weight: g.weight };
   });
 }
 
@@ -83,7 +86,7 @@ export function loadAssignment(
     (ep) => addressOf(ep, endpointPort(ep, port), flavor),
     tagMtls ? (ep) => (ep.serviceAccount ? { metadata: TLS_MODE_ISTIO_METADATA } : {}) : undefined,
   );
-  return { cluster_name: clusterName, endpoints };
+  return endpoints.length ? { cluster_name: clusterName, endpoints } : { cluster_name: clusterName };
 }
 
 /**

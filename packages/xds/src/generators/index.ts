@@ -42,7 +42,7 @@ export function serviceParts(ctx: GenContext, scope: Scope, service: Service): S
   const dr = destinationRuleFor(ctx, scope, service);
   const eps = endpointsOf(ctx, service);
   const flavor = flavorOf(scope.kind);
-  return { clusters: serviceClusters(service, eps, dr, flavor), loadAssignments: serviceLoadAssignments(service, eps, dr, flavor) };
+  return { clusters: serviceClusters(service, eps, dr, flavor, scope.sdsPaths), loadAssignments: serviceLoadAssignments(service, eps, dr, flavor) };
 }
 
 /** Clusters every proxy of the scope has besides its services' (sidecars: PassthroughCluster, BlackHoleCluster). */

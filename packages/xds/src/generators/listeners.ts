@@ -76,10 +76,14 @@ export function virtualInboundListener(ports: readonly InboundPort[]): Json {
     listener_filters: [
       { name: "envoy.filters.listener.original_dst", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" } },
     ],
-    filter_chains: ports.map((p) => {
-      const cluster = inboundClusterName(p.port);
-      return { name: cluster, filter_chain_match: { destination_port: p.port }, filters: [tcpProxy(cluster, { cluster })] };
-    }),
+    ...(ports.length
+      ? {
+          filter_chains: ports.map((p) => {
+            const cluster = inboundClusterName(p.port);
+            return { name: cluster, filter_chain_match: { destination_port: p.port }, filters: [tcpProxy(cluster, { cluster })] };
+          }),
+        }
+      : {}),
     default_filter_chain: { name: "InboundPassthroughFilterChain", filters: [tcpProxy(PASSTHROUGH_CLUSTER, { cluster: PASSTHROUGH_CLUSTER })] },
   };
 }
@@ -177,8 +181,8 @@ function outboundPortListener(ctx: GenContext, scope: Scope, portNumber: number,
     address: socketAddress("0.0.0.0", portNumber),
     bind_to_port: false,
     traffic_direction: "OUTBOUND",
-    filter_chains: chains,
   };
+  if (chains.length) listener.filter_chains = chains;
   if (defaultChain) listener.default_filter_chain = defaultChain;
   if (sni) {
     listener.listener_filters = [
@@ -213,7 +217,7 @@ export function sidecarOutboundListeners(ctx: GenContext, scope: Scope): Json[] 
 export function grpcListeners(scope: Scope, routeConfigs: readonly Json[]): Json[] {
   const faulty = new Set<string>();
   for (const rc of routeConfigs) {
-    for (const vh of rc.virtual_hosts as Json[]) if (hasFault(vh.routes as Json[])) faulty.add(rc.name as string);
+    for (const vh of rc.virtual_hosts as Json[]) if (hasFault((vh.routes as Json[] | undefined) ?? [])) faulty.add(rc.name as string);
   }
   const out: Json[] = [];
   for (const service of scope.services) {

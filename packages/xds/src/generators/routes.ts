@@ -29,7 +29,8 @@ export function routeContext(ctx: GenContext, scope: Scope): RouteContext {
 
 function virtualHost(service: Service, port: Port, ctx: GenContext, rc: RouteContext, domains: string[]): Json {
   const vs = ctx.routing.virtualService(rc.namespace, service.hostname, service.namespace);
-  return { name: hostPortName(service.hostname, port.number), domains, routes: httpRoutes(service, port, vs, rc) };
+  const routes = httpRoutes(service, port, vs, rc);
+  return { name: hostPortName(service.hostname, port.number), domains, ...(routes.length ? { routes } : {}) };
 }
 
 /** Sidecar route configs keyed by name (`PORT`). */

@@ -13,6 +13,21 @@ export const GRPC_CERT_PROVIDER_INSTANCE = "default";
 
 const UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const ADS_SOURCE = { ads: {}, resource_api_version: "V3" };
+
+/**
+ * Where an Envoy finds its SDS secrets. The control plane never holds a workload's private key, so the agent
+ * writes both secrets as files and announces their paths in node metadata SDS_PATHS; clusters must reference
+ * the secrets with exactly that config source (Envoy keys SDS subscriptions by name and source). Without
+ * SDS_PATHS the secrets are requested over ADS (Istio's form, for a control plane or agent that serves them).
+ */
+export interface SdsPaths {
+  default: string;
+  ROOTCA: string;
+}
+
+function sdsSource(path: string | undefined): Json {
+  return path ? { path_config_source: { path }, resource_api_version: "V3" } : ADS_SOURCE;
+}
 /** Istio's ALPN for sidecar-to-sidecar mTLS. */
 const ISTIO_ALPN = ["istio-peer-exchange", "istio"];
 
@@ -36,15 +51,15 @@ function tlsSocket(ctx: Json): Json {
   return { name: "envoy.transport_sockets.tls", typed_config: { "@type": UPSTREAM_TLS, ...ctx } };
 }
 
-export function istioMutualSocket(port: number, subset: string | undefined, host: string, sans: readonly string[]): Json {
+export function istioMutualSocket(port: number, subset: string | undefined, host: string, sans: readonly string[], sds?: SdsPaths): Json {
   const defaultValidation: Json = {};
   if (sans.length > 0) defaultValidation.match_subject_alt_names = sanMatchers(sans);
   return tlsSocket({
     common_tls_context: {
-      tls_certificate_sds_secret_configs: [{ name: SDS_CERT_SECRET, sds_config: ADS_SOURCE }],
+      tls_certificate_sds_secret_configs: [{ name: SDS_CERT_SECRET, sds_config: sdsSource(sds?.default) }],
       combined_validation_context: {
         default_validation_context: defaultValidation,
-        validation_context_sds_secret_config: { name: SDS_ROOT_SECRET, sds_config: ADS_SOURCE },
+        validation_context_sds_secret_config: { name: SDS_ROOT_SECRET, sds_config: sdsSource(sds?.ROOTCA) },
       },
       alpn_protocols: ISTIO_ALPN,
     },
