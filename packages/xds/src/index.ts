@@ -5,3 +5,6 @@ export { loadServerConfig, resolveServerConfig, ServerConfigError, type ServerCo
 export type { ResourceSource, EncodedResource } from "./server/resources.js";
 export type { StreamStatus, TypeStatus } from "./server/stream.js";
 export { nameTable, encodeNameTable, decodeNameTable, nameTableMessageType, NAME_TABLE_TYPE_URL, NAME_TABLE_RESOURCE_NAME, NAME_TABLE_PROTO_FILE, type NameTable, type NameInfo, type NameTableOptions } from "./generators/nametable.js";
+export { generate, type GeneratedResources } from "./generators/index.js";
+export { ResourceCache, viewKey, type ResourceCacheOptions } from "./cache.js";
+export { contentVersion } from "./hash.js";
