@@ -19,7 +19,7 @@ function resources(parts: Partial<Record<keyof GeneratedResources, Record<string
   return { listeners: m(parts.listeners), routes: m(parts.routes), clusters: m(parts.clusters), endpoints: m(parts.endpoints) };
 }
 
-const lines = (j: Json, k: Json) => diffFields(j, k).map((c) => formatFieldChange(c));
+const lines = (j: unknown, k: unknown) => diffFields(j as Json, k as Json).map((c) => formatFieldChange(c));
 
 describe("diff: fields", () => {
   it("reports a changed leaf with its full path", () => {
