@@ -12,6 +12,8 @@ import { agentLogger, type Logger } from "./log.js";
 import { Prober } from "./probes.js";
 import { StatusServer, type Readiness } from "./status-server.js";
 import { xdsProxyFor, type XdsProxy } from "./xds-proxy.js";
+import { xdsNode } from "./bootstrap/node.js";
+import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
 
 /** A start-up problem the operator must fix (missing Envoy binary, unreadable files): exit 1 with this message. */
 export class AgentStartError extends Error {
@@ -28,6 +30,11 @@ export interface AgentOptions {
   envoyBackoff?: { minMs: number; maxMs: number };
   envoyStopGraceMs?: number;
   random?: () => number;
+  /**
+   * Where probe results go. Default: an ADS health stream to the control plane (health-reporter.ts) when the
+   * workload is auto-registered and has a probe; otherwise none.
+   */
+  healthReporter?: HealthReporter;
 }
 
 export function runsEnvoy(cfg: AgentConfig): boolean {
@@ -59,6 +66,7 @@ export class Agent {
   envoy: EnvoySupervisor | undefined;
   prober: Prober | undefined;
   xdsProxy: XdsProxy | undefined;
+  health: HealthReporter | undefined;
   private readonly log: Logger;
   private envoyBinary: string | undefined;
   private started = false;
@@ -120,6 +128,13 @@ export class Agent {
     }
     if (this.cfg.probe) {
       this.prober = new Prober(this.cfg.probe);
+      this.health = this.opts.healthReporter ?? (this.cfg.autoRegisterGroup ? this.xdsHealthReporter() : undefined);
+      let reported: boolean | undefined;
+      this.prober.on("result", (ready: boolean, last?: { detail: string }) => {
+        if (ready === reported) return;
+        reported = ready;
+        this.health?.report(ready, ready ? undefined : last?.detail);
+      });
       this.prober.on("change", (ready: boolean, last?: { detail: string }) =>
         this.log.info(`application ${ready ? "ready" : "not ready"}${last ? ` (${last.detail})` : ""}`),
       );
@@ -131,10 +146,22 @@ export class Agent {
     if (!this.started) return;
     this.started = false;
     this.prober?.stop();
+    await this.health?.close();
     await this.envoy?.stop("SIGTERM");
     await this.xdsProxy?.close();
     await this.rotator.stop();
     await this.status.stop();
+  }
+
+  private xdsHealthReporter(): HealthReporter {
+    const host = this.cfg.controlPlane.host.includes(":") ? `[${this.cfg.controlPlane.host}]` : this.cfg.controlPlane.host;
+    const kind = this.cfg.proxy.kind === "grpc" ? "grpc" : this.cfg.proxy.kind === "gateway" ? "gateway" : "sidecar";
+    return new XdsHealthReporter({
+      upstream: { address: `${host}:${this.cfg.controlPlane.port}`, rootCaFile: this.cfg.controlPlane.rootCertFile, expectedSan: this.cfg.controlPlane.san },
+      node: xdsNode(this.cfg, kind),
+      certificate: () => this.rotator.current,
+      logger: this.log,
+    });
   }
 
   readiness(): Readiness {

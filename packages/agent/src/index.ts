@@ -13,5 +13,6 @@ export * from "./iptables.js";
 export * from "./iptables-apply.js";
 export * from "./agent.js";
 export * from "./xds-proxy.js";
+export * from "./health-reporter.js";
 export { Backoff } from "./backoff.js";
 export type { Logger } from "./log.js";

@@ -71,7 +71,7 @@ export interface ProbeStatus {
   last?: ProbeResult & { at: string };
 }
 
-/** Probes periodically; emits `change` (ready: boolean) when readiness flips. */
+/** Probes periodically; emits `result` (ready, result) after every probe and `change` (ready) when readiness flips. */
 export class Prober extends EventEmitter {
   private ready = false;
   private successes = 0;
@@ -129,6 +129,7 @@ export class Prober extends EventEmitter {
       this.successes = 0;
       if (this.ready && this.failures >= this.probe.failureThreshold) this.flip(false);
     }
+    this.emit("result", this.ready, this.last);
   }
 
   private flip(ready: boolean): void {
