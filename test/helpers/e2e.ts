@@ -15,7 +15,7 @@ import { ControlPlane, type SnapshotCache } from "@vmpilot/xds/server/control-pl
 import { echoClient, type EchoClient } from "./echo.js";
 
 grpcJsXds.register();
-if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("warn");
+if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
 
 const BOOTSTRAP_OPTION = "grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config";
 
@@ -100,14 +100,14 @@ let clientCounter = 0;
 export function grpcBootstrap(xdsAddress: string, nodeId: string, metadata: Record<string, unknown> = {}): string {
   return JSON.stringify({
     xds_servers: [{ server_uri: xdsAddress, channel_creds: [{ type: "insecure" }], server_features: ["xds_v3"] }],
-    node: { id: nodeId, metadata: { NAMESPACE: "default", ...metadata } },
+    node: { id: nodeId, locality: {}, metadata: { NAMESPACE: "default", ...metadata } },
   });
 }
 
-/** An echo client on `xds:///HOST:PORT` with its own XdsClient talking to `xdsAddress`. */
-export function xdsEchoClient(xdsAddress: string, target: string, metadata: Record<string, unknown> = {}): EchoClient {
+/** An echo client on `xds:///HOST:PORT` with its own XdsClient (node id `nodeId`) talking to `xdsAddress`. */
+export function xdsEchoClient(xdsAddress: string, target: string, metadata: Record<string, unknown> = {}): EchoClient & { nodeId: string } {
   const nodeId = `grpc-e2e-${process.pid}-${++clientCounter}`;
-  return echoClient(`xds:///${target}`, { [BOOTSTRAP_OPTION]: grpcBootstrap(xdsAddress, nodeId, metadata) });
+  return Object.assign(echoClient(`xds:///${target}`, { [BOOTSTRAP_OPTION]: grpcBootstrap(xdsAddress, nodeId, metadata) }), { nodeId });
 }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs` with the last reason. */

@@ -6,11 +6,12 @@ import { VERSION } from "./index.js";
 import { register as registerValidate } from "./cli/validate.js";
 import { register as registerToken } from "./cli/token.js";
 import { register as registerProxyStatus } from "./cli/proxy-status.js";
+import { register as registerServer } from "./cli/server.js";
 import { register as registerDiff } from "./cli/diff.js";
 
 type Register = (program: Command) => void;
 
-const COMMANDS: Register[] = [registerValidate, registerToken, registerProxyStatus, registerDiff];
+const COMMANDS: Register[] = [registerValidate, registerToken, registerProxyStatus, registerServer, registerDiff];
 
 const program = new Command("vmpilot")
   .description("Service-mesh control plane for VM fleets: Istio-style config from GitOps directories and Consul, served over xDS v3.")

@@ -1,15 +1,10 @@
 // What the ADS server needs from the layer below it, and the ordering rules between resource types.
 import { createHash } from "node:crypto";
+import type { EncodedResource } from "../cache.js";
 import { TypeUrl } from "../protos.js";
 import type { ProxyView } from "../proxy-view.js";
 
-/** A resource encoded once with the Envoy protos; `version` is a hash of its content. (The cache's type.) */
-export interface EncodedResource {
-  name: string;
-  typeUrl: string;
-  version: string;
-  bytes: Uint8Array;
-}
+export type { EncodedResource };
 
 /**
  * The complete set of resources of one type for one proxy view (ResourceCache implements it). The server
