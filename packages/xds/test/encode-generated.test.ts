@@ -1,16 +1,14 @@
 // Every generated resource, for the example config and for a 1,000-service mesh, encodes with the real Envoy
 // protos and decodes back to exactly the JSON the generator wrote (so no field was dropped or reshaped); and
 // the gRPC view's resources pass @grpc/grpc-js-xds's own resource validation, the code that decides ACK/NACK.
-import { createRequire } from "node:module";
 import { expect } from "chai";
 import type { RegistrySnapshot } from "@vmpilot/registry";
 import { generate, type GeneratedResources } from "../src/generators/index.js";
 import { decodeToJson, encodeJson } from "../src/protojson.js";
 import { TypeUrl, typeNameOfUrl } from "../src/protos.js";
 import type { ProxyView } from "../src/proxy-view.js";
+import { grpcValidators, validateWithGrpcJsXds, type XdsResourceTypeLike } from "./fixtures/grpc-validate.js";
 import { examplesSnapshot, grpcView, largeMeshYaml, sidecarView, snapshotOf } from "./fixtures/snapshots.js";
-
-const require = createRequire(import.meta.url);
 
 const TYPES: Record<keyof GeneratedResources, string> = {
   listeners: TypeUrl.Listener,
@@ -78,47 +76,6 @@ describe("generated resources encode and decode losslessly with the Envoy protos
     expect(roundTripAll(sidecar) + roundTripAll(grpc)).to.be.greaterThan(10_000);
   });
 });
-
-// ---------------------------------------------------------------------------------------------------------
-
-interface XdsResourceTypeLike {
-  decode(context: unknown, resource: { type_url: string; value: Buffer }): { name: string; value?: unknown; error?: string };
-}
-
-function grpcValidators(): Record<string, XdsResourceTypeLike> | undefined {
-  try {
-    const dir = "@grpc/grpc-js-xds/build/src/xds-resource-type";
-    require("@grpc/grpc-js-xds").register(); // registers the HTTP filters (router, fault) the listener check looks up
-    return {
-      [TypeUrl.Listener]: require(`${dir}/listener-resource-type.js`).ListenerResourceType.get(),
-      [TypeUrl.RouteConfiguration]: require(`${dir}/route-config-resource-type.js`).RouteConfigurationResourceType.get(),
-      [TypeUrl.Cluster]: require(`${dir}/cluster-resource-type.js`).ClusterResourceType.get(),
-      [TypeUrl.ClusterLoadAssignment]: require(`${dir}/endpoint-resource-type.js`).EndpointResourceType.get(),
-    };
-  } catch (e) {
-    console.log(`      grpc-js-xds validators not loadable from its build output: ${(e as Error).message}`);
-    return undefined;
-  }
-}
-
-/** What decode() reads from its context: the xDS server (for LRS) and the bootstrap's certificate providers. */
-const DECODE_CONTEXT = {
-  server: { serverUri: "127.0.0.1:15010", channelCredentials: { type: "insecure" }, serverFeatures: [] },
-  bootstrap: { xdsServers: [], node: { id: "test" }, authorities: {}, certificateProviders: { default: { pluginName: "file_watcher", config: {} } } },
-};
-
-export function validateWithGrpcJsXds(validators: Record<string, XdsResourceTypeLike>, g: GeneratedResources): string[] {
-  const errors: string[] = [];
-  for (const [k, typeUrl] of Object.entries(TYPES) as [keyof GeneratedResources, string][]) {
-    for (const [name, json] of g[k]) {
-      const value = Buffer.from(encodeJson(typeNameOfUrl(typeUrl), json));
-      const r = validators[typeUrl]!.decode(DECODE_CONTEXT, { type_url: typeUrl, value });
-      if (r.error) errors.push(`${k} ${name}: ${r.error}`);
-      else if (r.name !== name) errors.push(`${k} ${name}: decoded as ${r.name}`);
-    }
-  }
-  return errors;
-}
 
 describe("gRPC-view resources pass @grpc/grpc-js-xds's own validation", function () {
   this.timeout(120_000);
