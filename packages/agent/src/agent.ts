@@ -91,6 +91,14 @@ export class Agent {
         );
       }
     }
+    const uid = process.getuid?.();
+    if (runsEnvoy(this.cfg) && this.cfg.interception.mode === "REDIRECT" && uid !== undefined && uid !== this.cfg.interception.proxyUid) {
+      // Envoy inherits the agent's uid; the capture rules exempt only interception.proxyUid, so Envoy's own
+      // outbound connections would be redirected back into Envoy.
+      this.log.warn(
+        `running as uid ${uid}, but the REDIRECT rules exempt uid ${this.cfg.interception.proxyUid} (interception.proxyUid): run the agent as that user (apply the rules with \`vmpilot-agent iptables\` as root beforehand) or Envoy's traffic will loop`,
+      );
+    }
     try {
       await fs.access(this.cfg.controlPlane.rootCertFile);
     } catch {

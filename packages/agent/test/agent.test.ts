@@ -71,7 +71,11 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
   before(async () => {
     ca = await startCa();
   });
-  afterEach(async () => {
+  const logs: string[][] = [];
+  afterEach(async function () {
+    // What the agent said is the first thing to read when one of these fails.
+    if (this.currentTest?.state === "failed") for (const lines of logs) console.log(lines.map((l) => `      agent: ${l}`).join("\n"));
+    logs.length = 0;
     for (const c of cleanups.splice(0).reverse()) await c();
   });
   after(async () => {
@@ -81,6 +85,7 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
   async function startAgent(s: Setup, issuer?: CertificateIssuer): Promise<{ agent: Agent; envoy: ReturnType<typeof writeEnvoyStandIn>; log: ReturnType<typeof memoryLogger> }> {
     const envoy = writeEnvoyStandIn(s.dir);
     const log = memoryLogger();
+    logs.push(log.lines);
     const agent = new Agent(s.cfg, { envoyBinary: envoy.binary, logger: log, envoyBackoff: { minMs: 50, maxMs: 400 }, envoyStopGraceMs: 5000, ...(issuer ? { issuer } : {}) });
     cleanups.push(async () => {
       await agent.stop();
