@@ -1,0 +1,145 @@
+// The applied config revision, from a real git checkout (made with the git binary) through the real FileSource,
+// Registry and control plane to what operators read: /debug/configz and `vmpilot proxy-status`'s header.
+import { expect } from "chai";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { SourceStatus } from "@vmpilot/registry";
+import { setLogLevel } from "@vmpilot/registry/logger";
+import { ResourceCache } from "../src/cache.js";
+import { fetchRevisions, formatRevisionLines, isGitRevision, revisionInfo, revisionInfoSeries } from "../src/revision.js";
+import { resolveServerConfig } from "../src/server/config.js";
+import { ControlPlane } from "../src/server/control-plane.js";
+
+const run = promisify(execFile);
+async function git(cwd: string, ...args: string[]): Promise<string> {
+  const { stdout } = await run("git", ["-c", "user.name=vmpilot test", "-c", "user.email=test@vmpilot.invalid", "-c", "commit.gpgsign=false", ...args], { cwd });
+  return stdout.trim();
+}
+
+const SHA1 = "0123456789abcdef0123456789abcdef01234567";
+const SHA2 = "89abcdef0123456789abcdef0123456789abcdef";
+
+describe("config revision: pure helpers", () => {
+  const sources: SourceStatus[] = [
+    { name: "files", synced: true, stale: false, revision: SHA1 },
+    { name: "consul", synced: true, stale: false, revision: "4711" },
+    { name: "extra-files", synced: true, stale: true, revision: `${SHA1},${SHA2}` },
+    { name: "plain-dir", synced: false, stale: false },
+  ];
+
+  it("tells git commit ids from other sources' revisions (a Consul index)", () => {
+    expect(isGitRevision(SHA1)).to.equal(true);
+    expect(isGitRevision(`${SHA1},${SHA2}`)).to.equal(true);
+    expect(isGitRevision("4711")).to.equal(false);
+    expect(isGitRevision(SHA1.slice(0, 12))).to.equal(false);
+    expect(isGitRevision(undefined)).to.equal(false);
+  });
+
+  it("lists sources with directories or a git revision, and one info series per source with a commit", () => {
+    const info = revisionInfo(sources, { files: ["/srv/config"], "plain-dir": ["/etc/a", "/etc/b"] });
+    expect(info).to.deep.equal([
+      { source: "files", revision: SHA1, synced: true, stale: false, dirs: ["/srv/config"] },
+      { source: "extra-files", revision: `${SHA1},${SHA2}`, synced: true, stale: true },
+      { source: "plain-dir", synced: false, stale: false, dirs: ["/etc/a", "/etc/b"] },
+    ]);
+    expect(revisionInfoSeries(info)).to.deep.equal([
+      { source: "files", dir: "/srv/config", revision: SHA1 },
+      { source: "extra-files", dir: "", revision: `${SHA1},${SHA2}` },
+    ]);
+  });
+
+  it("formats proxy-status header lines", () => {
+    expect(formatRevisionLines(revisionInfo(sources))).to.deep.equal([
+      `config revision: ${SHA1} (files)`,
+      `config revision: ${SHA1},${SHA2} (extra-files; stale: some input failed, its last good config is served)`,
+    ]);
+    expect(formatRevisionLines([{ source: "files", revision: SHA1, synced: false, stale: false }])).to.deep.equal([`config revision: ${SHA1} (files; not synced)`]);
+  });
+});
+
+const SE = (weight: number) => `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.shop.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1, weight: ${weight}}]
+`;
+
+describe("config revision: a git checkout served by the control plane", function () {
+  this.timeout(60_000);
+  let repo: string;
+  let cp: ControlPlane | undefined;
+
+  before(async function () {
+    try {
+      await run("git", ["--version"]);
+    } catch {
+      console.log("      (skipped: no git binary)");
+      this.skip();
+    }
+    if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("warn");
+    repo = await mkdtemp(join(tmpdir(), "vmpilot-revision-"));
+  });
+  after(async () => {
+    await cp?.stop(1000);
+    if (repo) await rm(repo, { recursive: true, force: true });
+  });
+
+  async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
+    const until = Date.now() + deadlineMs;
+    let last: unknown;
+    for (;;) {
+      try {
+        const v = await probe();
+        if (v !== undefined) return v;
+      } catch (err) {
+        last = err;
+      }
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it("shows HEAD's commit in /debug/configz and proxy-status, and the new one after a commit that changes a file", async () => {
+    const dir = join(repo, "config");
+    await git(repo, "init", "-q");
+    await run("mkdir", ["-p", dir]);
+    await writeFile(join(dir, "api.yaml"), SE(1));
+    await git(repo, "add", ".");
+    await git(repo, "commit", "-q", "-m", "first");
+    const first = await git(repo, "rev-parse", "HEAD");
+
+    const config = resolveServerConfig({ configDirs: [dir], xdsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", debounce: { quiet: "20ms", max: "200ms" } }, repo, {});
+    cp = new ControlPlane({ config, createCache: () => new ResourceCache() });
+    await cp.start();
+    const http = cp.addresses.http!;
+
+    const configz = async () => ((await (await fetch(`http://${http}/debug/configz`)).json()) as { sources: SourceStatus[] }).sources;
+    expect(await configz()).to.deep.include({ name: "files", synced: true, stale: false, revision: first });
+    expect(formatRevisionLines(await fetchRevisions(http))).to.deep.equal([`config revision: ${first} (files)`]);
+
+    // The change is committed in a second clone and applied here HEAD first, files second: FileSource reads HEAD
+    // when a config file change makes it rescan, so this order makes the rescan see the new commit whatever the
+    // machine's speed (a `git pull` updates files before the ref, and can race the rescan's debounce).
+    const clone = join(repo, "clone");
+    await git(repo, "clone", "-q", repo, clone);
+    await writeFile(join(clone, "config/api.yaml"), SE(2));
+    await git(clone, "commit", "-q", "-am", "second");
+    await git(repo, "fetch", "-q", clone, "HEAD");
+    await git(repo, "reset", "-q", "--soft", "FETCH_HEAD");
+    await git(repo, "reset", "-q", "--hard");
+    const second = await git(repo, "rev-parse", "HEAD");
+    expect(second).to.not.equal(first);
+    const lines = await waitFor("the new revision", async () => {
+      const l = formatRevisionLines(await fetchRevisions(http));
+      return l[0] === `config revision: ${second} (files)` ? l : undefined;
+    });
+    expect(lines).to.have.length(1);
+    expect(revisionInfoSeries(revisionInfo(cp.current().sources, { files: config.configDirs }))).to.deep.equal([{ source: "files", dir, revision: second }]);
+  });
+});
