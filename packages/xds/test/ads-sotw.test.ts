@@ -251,6 +251,25 @@ describe("ADS state of the world", function () {
     expect(c.buffered).to.have.length(0);
   });
 
+  it("takes Istio HealthInformation requests as health reports, never answers them, and shows the latest", async function () {
+    const reports: { id: string; healthy: boolean; message?: string }[] = [];
+    ads = new AdsServer({ source, observer: { health: (st, r) => reports.push({ id: st.view.id, healthy: r.healthy, ...(r.message ? { message: r.message } : {}) }) } });
+    server.forceShutdown();
+    ({ address, server } = await startAds(ads));
+    const c = connect();
+    const HEALTH = "type.googleapis.com/istio.v1.HealthInformation";
+    c.send({ node: testNode("sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", { NAMESPACE: "shop" }), type_url: HEALTH });
+    c.send({ type_url: HEALTH, error_detail: { code: 14, message: "readiness probe failed" } });
+    await c.expectNothingPending();
+    expect(reports).to.deep.equal([
+      { id: "sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", healthy: true },
+      { id: "sidecar~10.0.0.7~vm-1.shop~shop.svc.cluster.local", healthy: false, message: "readiness probe failed" },
+    ]);
+    const st = ads.status()[0]!;
+    expect(st.health).to.include({ healthy: false, message: "readiness probe failed" });
+    expect(st.types.map((t) => t.typeUrl)).to.not.include(HEALTH);
+  });
+
   it("ends a stream whose first request has no node id with INVALID_ARGUMENT", async function () {
     const c = connect();
     c.send({ type_url: CDS, resource_names: ["a"] });

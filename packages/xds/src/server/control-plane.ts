@@ -15,6 +15,8 @@ import { parseHostPort } from "./config.js";
 import { createHttpServer, listenHttp } from "./http.js";
 import { ControlPlaneMetrics } from "./metrics.js";
 import type { ResourceSource } from "./resources.js";
+import type { HealthReport, XdsStream } from "./stream.js";
+import type { ProxyView } from "../proxy-view.js";
 
 /** The resource cache as the control plane drives it (ResourceCache implements it). */
 export interface SnapshotCache extends ResourceSource {
@@ -27,6 +29,11 @@ export interface ControlPlaneOptions {
   createCache: () => SnapshotCache;
   /** Extra registry sources (auto-registration, tests). */
   sources?: RegistrySource[];
+  /**
+   * Health reports from agents (Istio HealthInformation requests on an ADS stream): auto-registration marks
+   * the workload's endpoint HEALTHY / UNHEALTHY from them. The stream's view names the workload.
+   */
+  onHealthReport?: (view: ProxyView, report: HealthReport) => void;
   log?: Logger;
 }
 
@@ -72,10 +79,10 @@ export class ControlPlane {
     this.cache = opts.createCache();
     this.registry = this.buildRegistry(opts.config);
     this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current() });
-    const metricsObserver = this.metrics.observer();
+    const onHealth = opts.onHealthReport;
     this.ads = new AdsServer({
       source: { resources: (view, typeUrl) => this.cache.resources(view, typeUrl) },
-      observer: metricsObserver,
+      observer: { ...this.metrics.observer(), ...(onHealth ? { health: (s: XdsStream, r: HealthReport) => onHealth(s.view, r) } : {}) },
       log: createLogger("ads"),
     });
     this.debouncer = new Debouncer(() => this.push(), { quietMs: opts.config.debounce.quietMs, maxMs: opts.config.debounce.maxMs });
@@ -126,6 +133,7 @@ export class ControlPlane {
 
     this.httpServer = createHttpServer({
       notReady: () => this.notReady(),
+      readyNotes: () => this.readyNotes(),
       snapshot: () => this.registry.current(),
       syncz: () => this.ads.status(),
       metrics: this.metrics.registry,
@@ -142,8 +150,20 @@ export class ControlPlane {
     const snap = this.registry.current();
     const reasons: string[] = [];
     if (snap.version === 0) reasons.push("no registry snapshot yet");
-    for (const s of snap.sources) if (!s.synced) reasons.push(`source ${s.name} has not synced${s.lastError ? `: ${s.lastError}` : ""}`);
+    for (const s of snap.sources) if (!s.synced && this.waitsFor(s.name)) reasons.push(unsynced(s));
     return reasons.length > 0 ? reasons : undefined;
+  }
+
+  /** Sources readiness does not wait for (consul.waitForSync: false) that have not synced: shown on a ready /ready. */
+  readyNotes(): string[] {
+    return this.registry
+      .current()
+      .sources.filter((s) => !s.synced && !this.waitsFor(s.name))
+      .map((s) => `${unsynced(s)} (readiness does not wait for it: consul.waitForSync is false)`);
+  }
+
+  private waitsFor(source: string): boolean {
+    return source !== CONSUL_SOURCE || this.config.consul?.waitForSync !== false;
   }
 
   /**
@@ -203,12 +223,8 @@ export class ControlPlane {
     const sources: RegistrySource[] = [...(this.opts.sources ?? [])];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
     if (cfg.consul) {
-      sources.push(
-        new ConsulSource(
-          { trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...cfg.consul },
-          createLogger("consul-source"),
-        ),
-      );
+      const { waitForSync: _serverSide, ...consul } = cfg.consul;
+      sources.push(new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul }, createLogger("consul-source")));
     }
     return new Registry({ sources, mesh: cfg.mesh });
   }
@@ -233,6 +249,13 @@ export class ControlPlane {
     this.changedAt = undefined;
     this.ads.push(at);
   }
+}
+
+/** ConsulSource's name in snapshot.sources. */
+const CONSUL_SOURCE = "consul";
+
+function unsynced(s: { name: string; lastError?: string }): string {
+  return `source ${s.name} has not synced${s.lastError ? `: ${s.lastError}` : ""}`;
 }
 
 async function bindGrpc(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<string> {

@@ -22,6 +22,7 @@ export class DeltaStream extends XdsStream {
   handle(request: unknown): void {
     const req = request as DeltaRequest;
     if (!req.type_url) throw new Error("DeltaDiscoveryRequest without type_url");
+    if (this.handleHealth(req.type_url, req.error_detail)) return;
     let state = this.types.get(req.type_url);
     if (!state) {
       state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), force: false, gen: 0 };

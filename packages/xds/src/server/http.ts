@@ -9,6 +9,8 @@ import type { StreamStatus } from "./stream.js";
 export interface HttpViews {
   /** Undefined when ready, else why not (one line per reason). */
   notReady(): string[] | undefined;
+  /** Shown on a ready /ready: unsynced sources readiness does not wait for. */
+  readyNotes?(): string[];
   snapshot(): RegistrySnapshot;
   syncz(): StreamStatus[];
   metrics: client.Registry;
@@ -37,6 +39,7 @@ export function syncz(streams: StreamStatus[]): unknown {
     streamId: s.streamId,
     peer: s.peer,
     connectedAt: iso(s.connectedAt),
+    ...(s.health ? { health: { healthy: s.health.healthy, ...(s.health.message ? { message: s.health.message } : {}), at: iso(s.health.at) } } : {}),
     types: Object.fromEntries(
       s.types.map((t) => [
         t.type,
@@ -54,21 +57,46 @@ export function syncz(streams: StreamStatus[]): unknown {
 }
 
 export function configz(snap: RegistrySnapshot): unknown {
+  // A file ServiceEntry decorating a Consul service: each side names the other's origin.
+  const decorates = new Map<string, { service: string; origin: string }[]>();
+  const provided: unknown[] = [];
+  for (const s of snap.services.values()) {
+    if (s.decoratedBy) {
+      const list = decorates.get(s.decoratedBy) ?? [];
+      list.push({ service: s.key, origin: formatOrigin(s.origin) });
+      decorates.set(s.decoratedBy, list);
+    }
+    if (s.origin.type === "file" || snap.configs.has(s.configKey)) continue;
+    const decorator = s.decoratedBy ? snap.configs.get(s.decoratedBy) : undefined;
+    const [kind, , name] = s.configKey.split("/"); // `ConsulService/NAMESPACE/NAME`
+    provided.push({
+      kind,
+      namespace: s.namespace,
+      name,
+      hostname: s.hostname,
+      origin: formatOrigin(s.origin),
+      ...(s.origin.type === "consul" ? { consul: { datacenter: s.origin.datacenter, service: s.origin.service, index: s.origin.index } } : {}),
+      ...(s.decoratedBy ? { decoratedBy: { config: s.decoratedBy, origin: decorator ? formatOrigin(decorator.origin) : undefined } } : {}),
+    });
+  }
   return {
     version: snap.version,
     mesh: snap.mesh,
     sources: snap.sources,
     problems: snap.problems,
-    configs: [...snap.configs.values()].map((o) => ({
+    configs: [...snap.configs.entries()].map(([key, o]) => ({
       kind: o.kind,
       apiVersion: o.apiVersion,
       namespace: o.metadata.namespace,
       name: o.metadata.name,
       origin: formatOrigin(o.origin),
+      ...(decorates.has(key) ? { decorates: decorates.get(key) } : {}),
       metadata: o.metadata,
       spec: o.spec,
       ...(o.status ? { status: o.status } : {}),
     })),
+    // Services a source provides directly (Consul), which no config object declares.
+    providedServices: provided,
   };
 }
 
@@ -98,7 +126,9 @@ export function createHttpServer(views: HttpViews): http.Server {
       switch (url.pathname) {
         case "/ready": {
           const reasons = views.notReady();
-          return reasons ? send(res, 503, `not ready:\n${reasons.map((r) => `  ${r}\n`).join("")}`, "text/plain") : send(res, 200, "ready\n", "text/plain");
+          if (reasons) return send(res, 503, `not ready:\n${reasons.map((r) => `  ${r}\n`).join("")}`, "text/plain");
+          const notes = views.readyNotes?.() ?? [];
+          return send(res, 200, `ready\n${notes.map((n) => `  ${n}\n`).join("")}`, "text/plain");
         }
         case "/metrics":
           return send(res, 200, await views.metrics.metrics(), views.metrics.contentType);

@@ -89,6 +89,26 @@ export class ControlPlaneMetrics {
       },
     });
     new client.Gauge({
+      name: "vmpilot_source_synced",
+      help: "1 once a registry source (files, consul) has read its whole input once, else 0.",
+      labelNames: ["source"],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of opts.snapshot()?.sources ?? []) this.set({ source: s.name }, s.synced ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: "vmpilot_source_stale",
+      help: "1 while a registry source fails and its last good data is served (see lastError in /debug/configz), else 0.",
+      labelNames: ["source"],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of opts.snapshot()?.sources ?? []) this.set({ source: s.name }, s.stale ? 1 : 0);
+      },
+    });
+    new client.Gauge({
       name: "vmpilot_registry_snapshot_version",
       help: "Version of the registry snapshot being served.",
       registers,
@@ -99,7 +119,7 @@ export class ControlPlaneMetrics {
   }
 
   /** Hooks for the ADS server's streams. */
-  observer(): Required<StreamObserver> & { connected(s: XdsStream): void } {
+  observer(): Required<Omit<StreamObserver, "health">> & { connected(s: XdsStream): void } {
     return {
       connected: (s) => this.streamsOpened.inc({ protocol: s.protocol }),
       sent: (_s, typeUrl) => this.pushes.inc({ type: shortType(typeUrl) }),

@@ -15,6 +15,12 @@ export interface ResourceSource {
 }
 
 /**
+ * Not a resource type: Istio's agents report their workload's health as DiscoveryRequests of this type
+ * (healthy = no error_detail). Such requests are never answered.
+ */
+export const HEALTH_TYPE_URL = "type.googleapis.com/istio.v1.HealthInformation";
+
+/**
  * Types whose state-of-the-world responses are complete (absence = removal), and which Envoy subscribes to
  * with a wildcard (an empty first resource list).
  */

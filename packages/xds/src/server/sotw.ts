@@ -19,6 +19,7 @@ export class SotwStream extends XdsStream {
   handle(request: unknown): void {
     const req = request as SotwRequest;
     if (!req.type_url) throw new Error("DiscoveryRequest without type_url");
+    if (this.handleHealth(req.type_url, req.error_detail)) return;
     let state = this.types.get(req.type_url);
     if (!state) {
       // First request for this type on this stream (a reconnecting client may carry a nonce and a version

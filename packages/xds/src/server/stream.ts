@@ -1,15 +1,24 @@
 // What SotW and delta streams share: the proxy view from the first request, per-type ACK/NACK bookkeeping,
 // the one-response-in-flight rule, make-before-break sequencing, and the status /debug/syncz shows.
 import type { ProxyView } from "../proxy-view.js";
-import { byPushOrder, type EncodedResource, removalRank, type ResourceSource, shortType } from "./resources.js";
+import { byPushOrder, type EncodedResource, HEALTH_TYPE_URL, removalRank, type ResourceSource, shortType } from "./resources.js";
 
 export type Protocol = "sotw" | "delta";
 
 /** What a stream tells the server about its life (metrics, logs); all optional. */
 export interface StreamObserver {
+  /** A health report (Istio's HealthInformation request) from the proxy's agent. */
+  health?(stream: XdsStream, report: HealthReport): void;
   sent?(stream: XdsStream, typeUrl: string, resources: number, removed: number): void;
   acked?(stream: XdsStream, typeUrl: string, latencyMs: number | undefined): void;
   nacked?(stream: XdsStream, typeUrl: string, message: string): void;
+}
+
+export interface HealthReport {
+  healthy: boolean;
+  /** error_detail's message when unhealthy. */
+  message?: string;
+  at: number;
 }
 
 export interface Sent {
@@ -80,6 +89,8 @@ export interface StreamStatus {
   peer: string;
   connectedAt: number;
   types: TypeStatus[];
+  /** The latest health report on this stream, if its agent sends them. */
+  health?: HealthReport;
 }
 
 export type Writer = (message: Buffer) => void;
@@ -92,6 +103,7 @@ export abstract class XdsStream {
   protected readonly types = new Map<string, TypeState>();
   private nonceCounter = 0;
   private closed = false;
+  private health: HealthReport | undefined;
 
   constructor(
     readonly protocol: Protocol,
@@ -114,6 +126,14 @@ export abstract class XdsStream {
 
   close(): void {
     this.closed = true;
+  }
+
+  /** Takes a HealthInformation request (true) or says it is not one (false). Never answered. */
+  protected handleHealth(typeUrl: string, error: { message: string } | undefined): boolean {
+    if (typeUrl !== HEALTH_TYPE_URL) return false;
+    this.health = error ? { healthy: false, message: error.message, at: Date.now() } : { healthy: true, at: Date.now() };
+    this.observer.health?.(this, this.health);
+    return true;
   }
 
   get isClosed(): boolean {
@@ -144,6 +164,7 @@ export abstract class XdsStream {
       peer: this.peer,
       connectedAt: this.connectedAt,
       types,
+      ...(this.health ? { health: { ...this.health } } : {}),
     };
   }
 
