@@ -23,7 +23,7 @@ export interface ServerConfig {
   httpAddr: string;
   stateDir?: string;
   insecure: boolean;
-  consul?: ConsulSourceOptions;
+  consul?: ServerConsulConfig;
   /** Push debounce: quiet period and cap, ms. */
   debounce: { quietMs: number; maxMs: number };
 }
@@ -38,6 +38,16 @@ export interface ServerFlags {
   httpAddr?: string;
   stateDir?: string;
   insecure?: boolean;
+}
+
+/** The `consul:` section: the source's options plus how the server treats the source. */
+export interface ServerConsulConfig extends ConsulSourceOptions {
+  /**
+   * Whether /ready waits for the first full Consul sync (default true, as istiod waits for its registries): a replica
+   * that cannot read Consul would hand reconnecting proxies a config without the Consul services, and those proxies
+   * would drop them. False makes a replica ready on its files alone (/ready still names the unsynced source).
+   */
+  waitForSync?: boolean;
 }
 
 export class ServerConfigError extends Error {}
@@ -107,13 +117,15 @@ function parseMesh(v: unknown, where: string): Partial<MeshConfig> {
   return mesh;
 }
 
-function parseConsul(v: unknown, where: string, base: string): ConsulSourceOptions | undefined {
+function parseConsul(v: unknown, where: string, base: string): ServerConsulConfig | undefined {
   if (v === undefined || v === null || v === false) return undefined;
   if (!isObj(v)) throw new ServerConfigError(`${where}: expected a mapping`);
-  checkKeys(v, ["address", "datacenter", "tokenFile", "tls", "stale", "wait", "namespace", "domain"], where);
+  checkKeys(v, ["address", "datacenter", "tokenFile", "tls", "stale", "wait", "namespace", "domain", "waitForSync"], where);
   const address = str(v, "address", where);
   if (!address) throw new ServerConfigError(`${where}.address: required (e.g. http://127.0.0.1:8500)`);
-  const o: ConsulSourceOptions = { address };
+  const o: ServerConsulConfig = { address };
+  const waitForSync = bool(v, "waitForSync", where);
+  if (waitForSync !== undefined) o.waitForSync = waitForSync;
   const dc = str(v, "datacenter", where);
   if (dc) o.datacenter = dc;
   const tf = str(v, "tokenFile", where);
