@@ -1,0 +1,232 @@
+// ResourceCache: same resources as generate(), shared between equal views, re-encoding only what a change
+// touches, with content-hash versions that do not depend on the cache instance.
+import { expect } from "chai";
+import type { RegistrySnapshot } from "@vmpilot/registry";
+import { ResourceCache, viewKey, type EncodedResource } from "../src/cache.js";
+import { generate, type GeneratedResources } from "../src/generators/index.js";
+import { contentVersion } from "../src/hash.js";
+import { decodeToJson, encodeJson } from "../src/protojson.js";
+import { TypeUrl, typeNameOfUrl } from "../src/protos.js";
+import type { ProxyView } from "../src/proxy-view.js";
+import { examplesSnapshot, grpcView, largeMeshYaml, sidecarView, snapshotOf } from "./fixtures/snapshots.js";
+
+const KINDS: [keyof GeneratedResources, string][] = [
+  ["clusters", TypeUrl.Cluster],
+  ["endpoints", TypeUrl.ClusterLoadAssignment],
+  ["listeners", TypeUrl.Listener],
+  ["routes", TypeUrl.RouteConfiguration],
+];
+
+function counting(): { cache: ResourceCache; encodes: { typeUrl: string; name: string }[] } {
+  const encodes: { typeUrl: string; name: string }[] = [];
+  return { cache: new ResourceCache({ onEncode: (typeUrl, name) => encodes.push({ typeUrl, name }) }), encodes };
+}
+
+function fetchAll(cache: ResourceCache, views: readonly ProxyView[]): void {
+  for (const v of views) for (const [, t] of KINDS) cache.resources(v, t);
+}
+
+/** The ids of the proxies differ; everything that matters is equal. */
+function twins(v: ProxyView): [ProxyView, ProxyView] {
+  return [
+    { ...v, id: `${v.id}-a` },
+    { ...v, id: `${v.id}-b` },
+  ];
+}
+
+describe("ResourceCache", function () {
+  this.timeout(60_000);
+
+  it("serves exactly what generate() produces, for sidecar, gRPC and gateway views", () => {
+    const snap = examplesSnapshot();
+    const cache = new ResourceCache();
+    cache.update(snap);
+    const wl = [...snap.endpoints.values()].flat().find((e) => e.workload && /^\d/.test(e.address))!;
+    const views = [
+      sidecarView("shop"),
+      sidecarView(wl.namespace, { ips: [wl.address], labels: wl.labels }),
+      grpcView("shop"),
+      grpcView("payments"),
+      { ...sidecarView("egress"), kind: "gateway" as const },
+    ];
+    for (const view of views) {
+      const g = generate(snap, view);
+      for (const [k, typeUrl] of KINDS) {
+        const got = cache.resources(view, typeUrl);
+        expect([...got.keys()].sort(), `${view.kind} ${k}`).to.deep.equal([...g[k].keys()].sort());
+        for (const [name, r] of got) {
+          expect(r).to.include({ name, typeUrl });
+          expect(decodeToJson(typeNameOfUrl(typeUrl), r.bytes)).to.deep.equal(JSON.parse(JSON.stringify(g[k].get(name))));
+          expect(r.version).to.equal(contentVersion(r.bytes));
+        }
+      }
+    }
+  });
+
+  it("shares resources between equal views, and shares service resources across namespaces", () => {
+    const snap = snapshotOf(largeMeshYaml(50, 5));
+    const { cache, encodes } = counting();
+    cache.update(snap);
+    const [a, b] = twins(sidecarView("ns1", { labels: { app: "web" } }));
+    expect(viewKey(a)).to.equal(viewKey(b));
+    for (const [, t] of KINDS) expect(cache.resources(a, t)).to.equal(cache.resources(b, t));
+
+    // Sidecars on different VMs (different IPs: different inbound sides) still share every outbound resource.
+    const vmA = sidecarView("ns1", { labels: { app: "web" }, ips: ["10.200.0.1"] });
+    const vmB = sidecarView("ns1", { labels: { app: "web" }, ips: ["10.200.0.2"] });
+    expect(viewKey(vmA)).to.not.equal(viewKey(vmB));
+    const ca = cache.resources(vmA, TypeUrl.Cluster);
+    const cb = cache.resources(vmB, TypeUrl.Cluster);
+    for (const [name, r] of ca) if (name.startsWith("outbound|")) expect(cb.get(name)).to.equal(r);
+
+    // A service's CLAs are encoded once however many namespaces see it.
+    encodes.length = 0;
+    fetchAll(cache, [0, 2, 3, 4].map((i) => sidecarView(`ns${i}`)));
+    const claEncodes = encodes.filter((e) => e.typeUrl === TypeUrl.ClusterLoadAssignment);
+    expect(claEncodes).to.deep.equal([]);
+    expect(cache.resources(sidecarView("ns4"), TypeUrl.ClusterLoadAssignment).get("outbound|8080||svc7.ns2.mesh")).to.equal(
+      cache.resources(a, TypeUrl.ClusterLoadAssignment).get("outbound|8080||svc7.ns2.mesh"),
+    );
+  });
+
+  it("an endpoint change to one service re-encodes only that service's ClusterLoadAssignments", () => {
+    const files = largeMeshYaml(200, 10);
+    const s1 = snapshotOf(files);
+    const { cache, encodes } = counting();
+    cache.update(s1);
+    const views = [...Array.from({ length: 10 }, (_, i) => sidecarView(`ns${i}`)), grpcView("ns0"), grpcView("ns5")];
+    fetchAll(cache, views);
+    const before = new Map(views.map((v) => [v, cache.resources(v, TypeUrl.ClusterLoadAssignment)]));
+
+    // svc42's second endpoint moves.
+    const s2 = snapshotOf({ "large.yaml": files["large.yaml"]!.replace("10.0.42.2,", "10.0.42.99,") }, {}, s1);
+    expect([...s2.changes.endpoints]).to.deep.equal(["ns2/svc42.ns2.mesh"]);
+    expect(s2.changes.services.size).to.equal(0);
+    encodes.length = 0;
+    cache.update(s2);
+    fetchAll(cache, views);
+    // Two ports, one Envoy and one gRPC encoding each: all of svc42, nothing else, once for all twelve proxies.
+    expect(encodes.map((e) => `${e.typeUrl.split(".").pop()} ${e.name}`).sort()).to.deep.equal(
+      [
+        "ClusterLoadAssignment outbound|8080||svc42.ns2.mesh",
+        "ClusterLoadAssignment outbound|8080||svc42.ns2.mesh",
+        "ClusterLoadAssignment outbound|9090||svc42.ns2.mesh",
+        "ClusterLoadAssignment outbound|9090||svc42.ns2.mesh",
+      ].sort(),
+    );
+    for (const v of views) {
+      const after = cache.resources(v, TypeUrl.ClusterLoadAssignment);
+      const old = before.get(v)!;
+      for (const [name, r] of after) {
+        if (name.includes("svc42.")) expect(r.version).to.not.equal(old.get(name)!.version);
+        else expect(r).to.equal(old.get(name));
+      }
+    }
+    const addresses = JSON.stringify(decodeToJson("envoy.config.endpoint.v3.ClusterLoadAssignment", cache.resources(views[0]!, TypeUrl.ClusterLoadAssignment).get("outbound|8080||svc42.ns2.mesh")!.bytes));
+    expect(addresses).to.include("10.0.42.99");
+  });
+
+  it("a routing change re-encodes routes and listeners but no unaffected cluster", () => {
+    const files = largeMeshYaml(60, 3);
+    const s1 = snapshotOf(files);
+    const { cache, encodes } = counting();
+    cache.update(s1);
+    const views = [sidecarView("ns0"), grpcView("ns1")];
+    fetchAll(cache, views);
+    const s2 = snapshotOf({ "large.yaml": files["large.yaml"]!.replace("timeout: 2s", "timeout: 7s") }, {}, s1);
+    expect(s2.changes.routing.size).to.be.greaterThan(0);
+    encodes.length = 0;
+    cache.update(s2);
+    fetchAll(cache, views);
+    const types = new Set(encodes.map((e) => e.typeUrl));
+    expect(types.has(TypeUrl.Cluster)).to.equal(false);
+    expect(types.has(TypeUrl.ClusterLoadAssignment)).to.equal(false);
+    expect(types.has(TypeUrl.RouteConfiguration)).to.equal(true);
+  });
+
+  it("follows additions and removals of services and of the proxy's own workload", () => {
+    const base = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: api, namespace: app }
+spec:
+  hosts: [api.app.mesh]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 8080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: api } }`;
+    const we = `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: api-1, namespace: app }
+spec: { address: 10.3.0.1, labels: { app: api } }`;
+    const extra = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: extra, namespace: app }
+spec:
+  hosts: [extra.app.mesh]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 7000, name: tcp, protocol: TCP }]`;
+    const vm = sidecarView("app", { ips: ["10.3.0.1"] });
+    const cache = new ResourceCache();
+    let snap: RegistrySnapshot = snapshotOf({ "a.yaml": base });
+    cache.update(snap);
+    expect(cache.resources(vm, TypeUrl.Cluster).has("inbound|8080||")).to.equal(false);
+    expect(cache.resources(vm, TypeUrl.Listener).has("0.0.0.0_7000")).to.equal(false);
+
+    snap = snapshotOf({ "a.yaml": base, "we.yaml": we, "x.yaml": extra }, {}, snap);
+    cache.update(snap);
+    expect(cache.resources(vm, TypeUrl.Cluster).has("inbound|8080||")).to.equal(true);
+    expect(cache.resources(vm, TypeUrl.Cluster).has("outbound|7000||extra.app.mesh")).to.equal(true);
+    expect(cache.resources(vm, TypeUrl.Listener).has("0.0.0.0_7000")).to.equal(true);
+    const cla = decodeToJson("envoy.config.endpoint.v3.ClusterLoadAssignment", cache.resources(vm, TypeUrl.ClusterLoadAssignment).get("outbound|8080||api.app.mesh")!.bytes);
+    expect(JSON.stringify(cla)).to.include("10.3.0.1");
+
+    snap = snapshotOf({ "a.yaml": base }, {}, snap);
+    cache.update(snap);
+    expect(cache.resources(vm, TypeUrl.Cluster).has("inbound|8080||")).to.equal(false);
+    expect(cache.resources(vm, TypeUrl.Cluster).has("outbound|7000||extra.app.mesh")).to.equal(false);
+    expect(cache.resources(vm, TypeUrl.ClusterLoadAssignment).get("outbound|8080||api.app.mesh")!.bytes).to.deep.equal(
+      encodeJson("envoy.config.endpoint.v3.ClusterLoadAssignment", { cluster_name: "outbound|8080||api.app.mesh" }),
+    );
+  });
+
+  it("versions are content hashes: equal across cache instances and independent of request order", () => {
+    const snap = examplesSnapshot();
+    const c1 = new ResourceCache();
+    const c2 = new ResourceCache();
+    c1.update(snap);
+    c2.update(snap);
+    const views = [grpcView("shop"), sidecarView("shop"), sidecarView("payments")];
+    const dump = (c: ResourceCache, order: ProxyView[]): Record<string, string> => {
+      const out: Record<string, string> = {};
+      for (const v of order) for (const [, t] of KINDS) for (const [n, r] of c.resources(v, t)) out[`${v.kind}/${v.namespace}/${t}/${n}`] = r.version;
+      return out;
+    };
+    expect(dump(c1, views)).to.deep.equal(dump(c2, [...views].reverse()));
+  });
+
+  it("answers with an empty map for types it does not generate, and refuses before the first snapshot", () => {
+    const cache = new ResourceCache();
+    expect(() => cache.resources(sidecarView("a"), TypeUrl.Cluster)).to.throw(/before the first update/);
+    cache.update(examplesSnapshot());
+    expect(cache.resources(sidecarView("a"), TypeUrl.Secret).size).to.equal(0);
+  });
+
+  it("equal views resolve to equal EncodedResource objects (no per-proxy copies of a 1,000-service mesh)", () => {
+    const snap = snapshotOf(largeMeshYaml(1000, 10));
+    const { cache, encodes } = counting();
+    cache.update(snap);
+    const views = Array.from({ length: 100 }, (_, i) => sidecarView(`ns${i % 10}`, { ips: [`10.250.0.${i}`], id: `p${i}` }));
+    fetchAll(cache, views);
+    const byName = new Map<string, EncodedResource>();
+    for (const v of views) {
+      for (const [n, r] of cache.resources(v, TypeUrl.ClusterLoadAssignment)) {
+        const seen = byName.get(n);
+        if (seen) expect(r).to.equal(seen);
+        else byName.set(n, r);
+      }
+    }
+    // Every CLA of the mesh encoded once for 100 proxies in 10 namespaces.
+    expect(encodes.filter((e) => e.typeUrl === TypeUrl.ClusterLoadAssignment).length).to.equal(byName.size);
+  });
+});
