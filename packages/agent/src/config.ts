@@ -248,6 +248,8 @@ export const DEFAULT_CONTROL_PLANE_SAN = (trustDomain: string): string => spiffe
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const SA_NAME = /^[A-Za-z0-9._-]+$/;
+/** Istio's port protocols (case-insensitive, as Istio accepts them). */
+const PROTOCOLS = ["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS", "UDP"];
 
 /** "host:port" or "[v6]:port" -> parts; undefined if malformed. */
 export function splitHostPort(s: string): { host: string; port: number } | undefined {
@@ -295,12 +297,16 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
 
   const ports: InboundPort[] = [];
   const seenPorts = new Set<number>();
+  const seenNames = new Set<string>();
   (raw.ports as Raw[] | undefined)?.forEach((p, i) => {
     const field = `ports[${i}]`;
     if (p.name === undefined || p.port === undefined) problem(field, `${field}: name and port are required`);
     else if (seenPorts.has(p.port)) problem(`${field}.port`, `${field}.port: ${p.port} is listed twice`);
+    else if (seenNames.has(p.name)) problem(`${field}.name`, `${field}.name: ${JSON.stringify(p.name)} is used by another port`);
+    else if (p.protocol !== undefined && !PROTOCOLS.includes(p.protocol.toUpperCase())) problem(`${field}.protocol`, `${field}.protocol: ${JSON.stringify(p.protocol)} is not one of ${PROTOCOLS.join(", ")}`);
     else {
       seenPorts.add(p.port);
+      seenNames.add(p.name);
       ports.push({ name: p.name, port: p.port, protocol: (p.protocol ?? "TCP").toUpperCase(), targetPort: p.targetPort ?? p.port });
     }
   });

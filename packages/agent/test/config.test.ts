@@ -80,6 +80,15 @@ describe("agent config", () => {
     expect(text).to.include("probe: set exactly one of httpGet, tcpSocket, exec (found tcpSocket, exec)");
   });
 
+  it("checks inbound ports: unique numbers and names, Istio protocols", () => {
+    const yaml = BASE_YAML.replace("protocol: GRPC", "protocol: QUIC").replace("controlPlane:", "  - {name: http, port: 9091}\n  - {name: other, port: 9080}\ncontrolPlane:");
+    const text = problemsOf(yaml).join("\n");
+    expect(text).to.include('ports[1].protocol: "QUIC" is not one of HTTP, HTTPS, GRPC');
+    expect(text).to.include('ports[2].name: "http" is used by another port');
+    expect(text).to.include("ports[3].port: 9080 is listed twice");
+    expect(text).to.match(/agent\.yaml:\d+:\d+: error: ports\[3\]\.port/);
+  });
+
   it("applies VMPILOT_AGENT_* overrides over the file, with lists and maps", () => {
     const c = config("", {
       VMPILOT_AGENT_NAMESPACE: "payments",
