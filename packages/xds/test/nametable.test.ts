@@ -13,7 +13,8 @@ import {
   type SourceState,
 } from "@vmpilot/registry";
 import { proxyViewFromNode, type ProxyView } from "../src/proxy-view.js";
-import { decodeNameTable, encodeNameTable, nameTable, nameTableMessageType } from "../src/generators/nametable.js";
+import { decodeNameTable, encodeNameTable, nameTable, nameTableMessageType, NAME_TABLE_RESOURCE_NAME, NAME_TABLE_TYPE_URL } from "../src/generators/nametable.js";
+import { NameTableCache, withNameTables } from "../src/dns/nametable-cache.js";
 
 function fileState(text: string): SourceState {
   const r = parseDocuments("mesh.yaml", text);
@@ -165,5 +166,73 @@ describe("nameTable", () => {
     const reversed = { table: Object.fromEntries(Object.entries(t.table).reverse()) };
     expect(Buffer.from(encodeNameTable(reversed)).equals(Buffer.from(bytes))).to.equal(true);
     expect(nameTableMessageType().fullName).to.equal(".vmpilot.dns.v1.NameTable");
+  });
+});
+
+describe("NameTableCache / withNameTables (the name table as an xDS type)", () => {
+  const SIDECAR = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: narrow, namespace: apps }
+spec:
+  workloadSelector: { labels: { app: narrow } }
+  egress:
+  - hosts: ["./declared.internal", "*/billing.service.consul"]
+---
+`;
+  const snapshot = snapshotOf(MESH_YAML + SIDECAR);
+
+  function served(cache: NameTableCache, v: ProxyView): { version: string; table: ReturnType<typeof decodeNameTable>; bytes: Uint8Array } {
+    const map = cache.resources(v);
+    expect([...map.keys()]).to.deep.equal([NAME_TABLE_RESOURCE_NAME]);
+    const r = map.get(NAME_TABLE_RESOURCE_NAME)!;
+    expect(r.typeUrl).to.equal(NAME_TABLE_TYPE_URL);
+    return { version: r.version, table: decodeNameTable(r.bytes), bytes: r.bytes };
+  }
+
+  function labelled(namespace: string, labels: Record<string, string>, ip = "10.0.0.5"): ProxyView {
+    return proxyViewFromNode({ id: `sidecar~${ip}~vm.${namespace}~${namespace}.svc.cluster.local`, metadata: { NAMESPACE: namespace, LABELS: labels } });
+  }
+
+  it("serves the same table the generator builds, once per scope, shared by proxies with equal views", () => {
+    const cache = new NameTableCache();
+    cache.update(snapshot);
+    const a = served(cache, labelled("apps", { app: "web" }, "10.0.0.5"));
+    const b = served(cache, labelled("apps", { app: "web" }, "10.0.0.6"));
+    expect(a.table).to.deep.equal(nameTable(snapshot, view("apps"), allocateVips(snapshot.services.values())));
+    expect(b.bytes).to.equal(a.bytes); // the same encoded object, not a re-encoding
+  });
+
+  it("limits the table to a Sidecar's egress hosts, as the Envoy config is limited", () => {
+    const cache = new NameTableCache();
+    cache.update(snapshot);
+    const narrow = served(cache, labelled("apps", { app: "narrow" }));
+    expect(Object.keys(narrow.table.table).sort()).to.deep.equal(["billing.service.consul", "declared.internal"]);
+    expect(Object.keys(served(cache, labelled("apps", { app: "web" })).table.table)).to.include("db.internal");
+  });
+
+  it("changes version only when the table's content changes", () => {
+    const cache = new NameTableCache();
+    cache.update(snapshot);
+    const before = served(cache, view("apps")).version;
+    // A change elsewhere (a service the proxy cannot see) keeps the version: no push for this proxy.
+    const unrelated = snapshotOf(MESH_YAML.replace("addresses: [192.0.2.99]", "addresses: [192.0.2.98]") + SIDECAR, snapshot);
+    cache.update(unrelated);
+    expect(served(cache, view("apps")).version).to.equal(before);
+    const edited = snapshotOf(MESH_YAML.replace("addresses: [192.0.2.10,", "addresses: [192.0.2.99,") + SIDECAR, unrelated);
+    cache.update(edited);
+    expect(served(cache, view("apps")).version).to.not.equal(before);
+  });
+
+  it("passes every other type through to the wrapped cache", () => {
+    const calls: string[] = [];
+    const marker = new Map([["x", { name: "x", typeUrl: "t", version: "1", bytes: new Uint8Array() }]]);
+    const wrapped = withNameTables({
+      update: () => calls.push("update"),
+      resources: (_v, typeUrl) => (calls.push(typeUrl), marker),
+    });
+    wrapped.update(snapshot);
+    expect(wrapped.resources(view("apps"), "type.googleapis.com/envoy.config.cluster.v3.Cluster")).to.equal(marker);
+    expect(wrapped.resources(view("apps"), NAME_TABLE_TYPE_URL).get(NAME_TABLE_RESOURCE_NAME)).to.not.equal(undefined);
+    expect(calls).to.deep.equal(["update", "type.googleapis.com/envoy.config.cluster.v3.Cluster"]);
   });
 });

@@ -2,25 +2,32 @@
 // given to ControlPlane (`createCache: () => withNameTables(new ResourceCache())`). Every other type is
 // passed through untouched.
 //
-// The table depends on the snapshot and on two facts of the view (namespace, and whether the proxy has an
-// IPv6 address), so it is built and encoded once per (snapshot, namespace, family) and shared by every proxy
-// with that view. VIPs are allocated once per snapshot, over all services.
+// The table lists the services of the proxy's scope (the generators' buildScope: exportTo, then a Sidecar's
+// egress hosts, one service per hostname), so DNS and the Envoy config agree on what a proxy can reach. It is
+// built and encoded once per (snapshot, scope, IP family) and shared by every proxy with that key. VIPs are
+// allocated once per snapshot, over all services.
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import { allocateVips, type RegistrySnapshot } from "@vmpilot/registry";
 import type { ProxyView } from "../proxy-view.js";
 import type { SnapshotCache } from "../server/control-plane.js";
 import type { EncodedResource } from "../server/resources.js";
+import { buildScope, RoutingIndex, scopeKey } from "../generators/context.js";
 import { encodeNameTable, nameTable, NAME_TABLE_RESOURCE_NAME, NAME_TABLE_TYPE_URL } from "../generators/nametable.js";
 
 const EMPTY: ReadonlyMap<string, EncodedResource> = new Map();
 
 export class NameTableCache {
   private snapshot: RegistrySnapshot | undefined;
+  private routing: RoutingIndex | undefined;
   private vips: ReadonlyMap<string, readonly string[]> = new Map();
   private readonly byView = new Map<string, ReadonlyMap<string, EncodedResource>>();
 
   update(snapshot: RegistrySnapshot): void {
+    const prev = this.snapshot;
+    if (prev === snapshot) return;
+    const routingKept = prev && this.routing && snapshot.version === prev.version + 1 && !snapshot.changes.full && snapshot.changes.routing.size === 0;
+    if (!routingKept) this.routing = new RoutingIndex(snapshot.configs);
     this.snapshot = snapshot;
     this.vips = allocateVips(snapshot.services.values());
     this.byView.clear();
@@ -32,12 +39,13 @@ export class NameTableCache {
   }
 
   resources(view: ProxyView): ReadonlyMap<string, EncodedResource> {
-    if (!this.snapshot) return EMPTY;
+    if (!this.snapshot || !this.routing) return EMPTY;
     const ipv6 = view.ips.some((ip) => isIP(ip) === 6);
-    const key = `${view.namespace}\0${ipv6 ? 6 : 4}`;
+    const key = `${scopeKey(view)}\0${ipv6 ? 6 : 4}`;
     let out = this.byView.get(key);
     if (!out) {
-      const bytes = encodeNameTable(nameTable(this.snapshot, view, this.vips));
+      const scope = buildScope(this.snapshot, this.routing, view);
+      const bytes = encodeNameTable(nameTable(this.snapshot, view, this.vips, { services: scope.services }));
       const version = createHash("sha256").update(bytes).digest("hex").slice(0, 16);
       out = new Map([[NAME_TABLE_RESOURCE_NAME, { name: NAME_TABLE_RESOURCE_NAME, typeUrl: NAME_TABLE_TYPE_URL, version, bytes }]]);
       this.byView.set(key, out);
