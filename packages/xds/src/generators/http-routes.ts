@@ -10,6 +10,7 @@ import { labelsMatch } from "./context.js";
 import { durationJson } from "./duration.js";
 import { outboundClusterName } from "./names.js";
 import { effectivePolicy, hashPolicies, type ClusterFlavor } from "./policy.js";
+import { MESH_GATEWAY, namesGateway } from "./gateway-binding.js";
 
 type Json = Record<string, unknown>;
 
@@ -38,6 +39,11 @@ export interface RouteContext {
   routing: RoutingIndex;
   /** Visible services by hostname. */
   serviceByHost: ReadonlyMap<string, Service>;
+  /**
+   * The Gateway (`ns/name`) whose routes are being built, for gateway proxies; absent for sidecars and gRPC
+   * clients, which are the reserved `mesh` gateway. Match blocks bound to other gateways are dropped.
+   */
+  gateway?: string;
 }
 
 /** Istio's Percent (0-100, fractional) as an Envoy FractionalPercent per million. */
@@ -63,11 +69,11 @@ function headerMatcher(name: string, m: StringMatch, invert: boolean): Json {
 }
 
 /** Whether a match block applies to this proxy and port (Istio drops the others for this listener). */
-function matchApplies(m: HTTPMatchRequest, port: number, ctx: RouteContext): boolean {
+function matchApplies(m: HTTPMatchRequest, port: number, ctx: RouteContext, vsNamespace: string): boolean {
   if (m.port !== undefined && m.port !== port) return false;
   if (m.sourceLabels && !labelsMatch(ctx.labels, m.sourceLabels)) return false;
   if (m.sourceNamespace !== undefined && m.sourceNamespace !== ctx.namespace) return false;
-  if (m.gateways && m.gateways.length > 0 && !m.gateways.includes("mesh")) return false;
+  if (m.gateways && m.gateways.length > 0 && !namesGateway(m.gateways, vsNamespace, ctx.gateway ?? MESH_GATEWAY)) return false;
   return true;
 }
 
@@ -240,11 +246,16 @@ function routeBody(route: HTTPRoute, port: number, ctx: RouteContext): Json | un
 /** Envoy routes for `service` port `port` from its VirtualService, or the default route to the service. */
 export function httpRoutes(service: Service, port: Port, vs: VirtualServiceConfig | undefined, ctx: RouteContext): Json[] {
   if (!vs) return [defaultRoute(service, port, ctx)];
+  return virtualServiceRoutes(vs, port.number, ctx);
+}
+
+/** Envoy routes of a VirtualService's http rules that apply on `port` (gateway servers use this directly). */
+export function virtualServiceRoutes(vs: VirtualServiceConfig, port: number, ctx: RouteContext): Json[] {
   const out: Json[] = [];
   (vs.spec.http ?? []).forEach((route, i) => {
-    const matches = route.match && route.match.length > 0 ? route.match.filter((m) => matchApplies(m, port.number, ctx)) : [undefined];
+    const matches = route.match && route.match.length > 0 ? route.match.filter((m) => matchApplies(m, port, ctx, vs.metadata.namespace)) : [undefined];
     if (matches.length === 0) return;
-    const body = routeBody(route, port.number, ctx);
+    const body = routeBody(route, port, ctx);
     if (!body) return;
     const name = route.name ?? `${vs.metadata.namespace}.${vs.metadata.name}.${i}`;
     for (const m of matches) out.push({ name: m?.name ? `${name}.${m.name}` : name, match: routeMatch(m), ...body });
