@@ -22,6 +22,7 @@ import {
 } from "./policy.js";
 import { autoMtlsSocketMatches, fileTlsSocket, grpcMutualSocket, istioMutualSocket, meshSans, wantsAutoMtls, type SdsPaths } from "./tls.js";
 import { durationJson } from "./duration.js";
+import { dynamicForwardProxyClusterFields } from "./dynamic-dns.js";
 
 type Json = Record<string, unknown>;
 
@@ -113,6 +114,13 @@ export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly 
       if (flavor === "grpc") return undefined;
       Object.assign(cluster, { type: "ORIGINAL_DST", lb_policy: "CLUSTER_PROVIDED" });
       break;
+    case "DYNAMIC_DNS": {
+      // Resolved per request from Host/SNI (dynamic-dns.ts); none for gRPC clients or host-less ports.
+      const dfp = dynamicForwardProxyClusterFields(plan.port, flavor);
+      if (!dfp) return undefined;
+      Object.assign(cluster, dfp);
+      break;
+    }
     default:
       return undefined;
   }

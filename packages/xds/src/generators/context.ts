@@ -197,10 +197,9 @@ export function scopeKey(view: ProxyView): string {
 
 /**
  * Whether a proxy of this scope may see `service`: exported to its namespace and, when a Sidecar applies,
- * listed in its egress hosts. DYNAMIC_DNS services are left out until issue 8.
+ * listed in its egress hosts. (gRPC clients additionally never see DYNAMIC_DNS services: see buildScope.)
  */
 export function serviceInScope(service: Service, namespace: string, sidecar: SidecarConfig | undefined): boolean {
-  if (service.resolution === "DYNAMIC_DNS") return false;
   if (!isExportedTo(service.exportTo, namespace)) return false;
   return !sidecar || sidecarAllows(sidecar, service);
 }
@@ -221,6 +220,8 @@ export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, vi
   const byHost = new Map<string, Service>();
   for (const s of snapshot.services.values()) {
     if (!serviceInScope(s, view.namespace, sidecar)) continue;
+    // @grpc/grpc-js-xds NACKs dynamic forward proxy clusters (it takes EDS, LOGICAL_DNS and aggregate only).
+    if (view.kind === "grpc" && s.resolution === "DYNAMIC_DNS") continue;
     const other = byHost.get(s.hostname);
     byHost.set(s.hostname, other ? preferred(other, s, view.namespace) : s);
   }

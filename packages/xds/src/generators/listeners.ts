@@ -28,6 +28,8 @@ import {
   VIRTUAL_OUTBOUND_LISTENER,
 } from "./names.js";
 import { grpcPorts, isHttpPort, routeContext } from "./routes.js";
+import { dynamicForwardProxyHttpFilter, isDynamicDns, sniDynamicForwardProxyFilter } from "./dynamic-dns.js";
+import { MESH_GATEWAY, namesGateway } from "./gateway-binding.js";
 
 type Json = Record<string, unknown>;
 
@@ -108,6 +110,8 @@ function l4Target(ctx: GenContext, scope: Scope, service: Service, port: Port, s
         (m) =>
           (m.port === undefined || m.port === port.number) &&
           labelsMatch(scope.labels, m.sourceLabels) &&
+          // Blocks bound only to gateways are not the sidecars' (an absent list means the VS's own gateways).
+          (!m.gateways?.length || namesGateway(m.gateways, vs.metadata.namespace, MESH_GATEWAY)) &&
           (!("sniHosts" in m) || (m as { sniHosts: string[] }).sniHosts.includes(service.hostname) || (m as { sniHosts: string[] }).sniHosts.includes("*")),
       );
     if (!applies || !r.route?.length) continue;
@@ -124,7 +128,8 @@ function outboundPortListener(ctx: GenContext, scope: Scope, portNumber: number,
   let sni = false;
   const http = entries.filter((e) => isHttpPort(e.port));
   const tls = entries.filter((e) => e.port.protocol === "TLS" || e.port.protocol === "HTTPS");
-  const tcp = entries.filter((e) => !isHttpPort(e.port) && e.port.protocol !== "TLS" && e.port.protocol !== "HTTPS");
+  // A DYNAMIC_DNS service has nothing to resolve on a plain TCP port (no Host, no SNI): no chain.
+  const tcp = entries.filter((e) => !isHttpPort(e.port) && e.port.protocol !== "TLS" && e.port.protocol !== "HTTPS" && !isDynamicDns(e.service));
   const seenSni = new Set<string>();
   for (const { service, port } of tls) {
     if (seenSni.has(service.hostname)) continue;
@@ -134,7 +139,11 @@ function outboundPortListener(ctx: GenContext, scope: Scope, portNumber: number,
     chains.push({
       name: hostPortName(service.hostname, portNumber),
       filter_chain_match: { server_names: [service.hostname], transport_protocol: "tls" },
-      filters: [tcpProxy(outboundClusterName(portNumber, undefined, service.hostname), target)],
+      filters: [
+        // The SNI resolves the upstream only when the chain goes to the service's own dynamic forward proxy cluster.
+        ...(isDynamicDns(service) && "cluster" in target && target.cluster === outboundClusterName(portNumber, undefined, service.hostname) ? [sniDynamicForwardProxyFilter(portNumber)] : []),
+        tcpProxy(outboundClusterName(portNumber, undefined, service.hostname), target),
+      ],
     });
   }
   const seenCidr = new Set<string>();
@@ -163,7 +172,7 @@ function outboundPortListener(ctx: GenContext, scope: Scope, portNumber: number,
             "@type": HCM_TYPE,
             stat_prefix: `outbound_0.0.0.0_${portNumber}`,
             rds: { config_source: ADS_SOURCE, route_config_name: portRouteConfigName(portNumber) },
-            http_filters: [faultFilter(), routerFilter()],
+            http_filters: [faultFilter(), ...(http.some((e) => isDynamicDns(e.service)) ? [dynamicForwardProxyHttpFilter()] : []), routerFilter()],
           },
         },
       ],
