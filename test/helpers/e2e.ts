@@ -5,7 +5,7 @@
 // gets its own bootstrap through the channel option grpc-js-xds reads for exactly this
 // (`grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config`): each channel has its own XdsClient, node id and
 // ADS stream, so suites and control planes (and restarts on a new port) never share xDS state.
-import { mkdtemp, rm, writeFile, unlink } from "node:fs/promises";
+import { cp, mkdtemp, rm, writeFile, unlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import * as grpcJsXds from "@grpc/grpc-js-xds";
@@ -28,8 +28,9 @@ export class TestControlPlane {
   ) {}
 
   /** A control plane on 127.0.0.1 (ports chosen by the OS) watching a fresh temp dir. */
-  static async start(createCache: () => SnapshotCache, files: Record<string, string> = {}, xdsAddr = "127.0.0.1:0", extra: Record<string, unknown> = {}): Promise<TestControlPlane> {
+  static async start(createCache: () => SnapshotCache, files: Record<string, string> = {}, xdsAddr = "127.0.0.1:0", extra: Record<string, unknown> = {}, copyFrom?: string): Promise<TestControlPlane> {
     const dir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-e2e-"));
+    if (copyFrom) await cp(copyFrom, dir, { recursive: true });
     for (const [name, content] of Object.entries(files)) await writeFile(path.join(dir, name), content);
     const config = resolveServerConfig({ configDirs: [dir], xdsAddr, httpAddr: "127.0.0.1:0", ...extra }, dir, {});
     const t = new TestControlPlane(dir, createCache, config);
