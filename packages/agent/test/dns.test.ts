@@ -14,6 +14,7 @@ import { nameTable, type NameTable } from "@vmpilot/xds/generators/nametable";
 import { proxyViewFromNode } from "@vmpilot/xds/proxy-view";
 import { DnsProxy } from "../src/dns/index.js";
 import { memoryLogger } from "../src/log.js";
+import { until } from "./helpers.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Peers
@@ -262,12 +263,14 @@ describe("agent DNS proxy", function () {
     let lonely: DnsProxy;
     let deaf: DnsProxy;
     let silent: dgram.Socket;
+    const silentSeen: string[] = [];
     before(async () => {
       lonely = new DnsProxy({ address: "127.0.0.43", port: 0, upstreams: [], log: memoryLogger() });
       await lonely.start();
       lonely.setNameTable(tableOf(snapshot));
       // An upstream that never answers (a bound UDP socket that reads and ignores).
       silent = dgram.createSocket("udp4");
+      silent.on("message", (msg) => silentSeen.push(dnsPacket.decode(msg).questions![0]!.name));
       silent.bind(0, "127.0.0.44");
       await once(silent, "listening");
       deaf = new DnsProxy({ address: "127.0.0.45", port: 0, upstreams: [`127.0.0.44:${silent.address().port}`], upstreamTimeoutMs: 300, log: memoryLogger() });
@@ -284,6 +287,29 @@ describe("agent DNS proxy", function () {
       expect(await r.resolve4("declared.internal")).to.deep.equal(["192.0.2.10"]);
       expect(await errorCode(r.resolve4("upstream.example"))).to.equal("EREFUSED");
       expect(await errorCode(r.resolve4("private.other"))).to.equal("EREFUSED");
+    });
+
+    it("answers SERVFAIL at once beyond the cap of queries waiting for upstreams", async () => {
+      const capped = new DnsProxy({
+        address: "127.0.0.47",
+        port: 0,
+        upstreams: [`127.0.0.44:${silent.address().port}`],
+        upstreamTimeoutMs: 1500,
+        maxInflightForwards: 1,
+        log: memoryLogger(),
+      });
+      await capped.start();
+      try {
+        const order: string[] = [];
+        const first = errorCode(resolverFor(capped).resolve4("first.example")).then((c) => (order.push("first"), c)); // holds the only slot
+        await until("the first query to reach the upstream", () => silentSeen.includes("first.example"));
+        const second = errorCode(resolverFor(capped).resolve4("second.example")).then((c) => (order.push("second"), c));
+        expect(await second).to.equal("ESERVFAIL");
+        expect(await first).to.equal("ESERVFAIL"); // after its upstream timed out
+        expect(order).to.deep.equal(["second", "first"]); // the refused one did not wait for the upstream
+      } finally {
+        await capped.stop();
+      }
     });
 
     it("REFUSED without upstreams and SERVFAIL when the upstream does not answer (dig)", async function () {

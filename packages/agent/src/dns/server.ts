@@ -41,6 +41,11 @@ export interface DnsProxyOptions {
   upstreams?: readonly (string | Upstream)[];
   /** Per-upstream wait before trying the next one. */
   upstreamTimeoutMs?: number;
+  /**
+   * Forwarded queries waiting for an upstream at once (each holds a socket); beyond it queries get SERVFAIL
+   * at once, so a flood from a misbehaving app cannot exhaust the agent's file descriptors. Default 1024.
+   */
+  maxInflightForwards?: number;
   log?: Logger;
 }
 
@@ -55,10 +60,13 @@ export class DnsProxy {
   private tcp: net.Server | undefined;
   private readonly connections = new Set<net.Socket>();
   private boundPort = 0;
+  private inflight = 0;
+  private readonly maxInflight: number;
 
   constructor(private readonly opts: DnsProxyOptions = {}) {
     this.log = opts.log ?? agentLogger("dns");
     this.timeoutMs = opts.upstreamTimeoutMs ?? 2000;
+    this.maxInflight = opts.maxInflightForwards ?? 1024;
     const configured = opts.upstreams?.map((u) => (typeof u === "string" ? parseUpstream(u) : u));
     const address = opts.address ?? DEFAULT_DNS_ADDRESS;
     // Never forward to ourselves: with DNS captured, resolv.conf may name the capturing address.
@@ -193,12 +201,21 @@ export class DnsProxy {
   private async forward(msg: Buffer, query: dnsPacket.DecodedPacket, transport: Transport): Promise<Buffer> {
     const name = query.questions?.[0]?.name ?? "?";
     if (this.upstreams.length === 0) return headerOnly(msg, RCODE.REFUSED, query);
-    for (const upstream of this.upstreams) {
-      try {
-        return transport === "udp" ? await forwardUdp(msg, upstream, this.timeoutMs) : await forwardTcp(msg, upstream, this.timeoutMs);
-      } catch (err) {
-        this.log.debug(`forwarding ${name}: ${(err as Error).message}`);
+    if (this.inflight >= this.maxInflight) {
+      this.log.debug(`forwarding ${name}: ${this.inflight} queries already waiting for upstreams; SERVFAIL`);
+      return headerOnly(msg, RCODE.SERVFAIL, query);
+    }
+    this.inflight++;
+    try {
+      for (const upstream of this.upstreams) {
+        try {
+          return transport === "udp" ? await forwardUdp(msg, upstream, this.timeoutMs) : await forwardTcp(msg, upstream, this.timeoutMs);
+        } catch (err) {
+          this.log.debug(`forwarding ${name}: ${(err as Error).message}`);
+        }
       }
+    } finally {
+      this.inflight--;
     }
     this.log.warn(`no upstream answered for ${name} (${this.upstreams.map(formatUpstream).join(", ")})`);
     return headerOnly(msg, RCODE.SERVFAIL, query);
