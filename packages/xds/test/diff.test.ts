@@ -175,6 +175,11 @@ spec:
     expect(byLabel["gateway in shop {istio=ingressgateway}"]!.view.kind).to.equal("gateway");
   });
 
+  it("names the service account when it alone tells two label sets apart", () => {
+    const snap = snapshotOf({ "w.yaml": [WE("shop", "a", "10.0.0.1", "app: web", "web"), WE("shop", "b", "10.0.0.2", "app: web", "web-admin"), WE("shop", "c", "10.0.0.3", "app: db", "db")].join("---\n") });
+    expect(defaultViews(snap, snap).slice(2).map((v) => v.label)).to.deep.equal(["sidecar in shop {app=web} as web", "sidecar in shop {app=web} as web-admin", "sidecar in shop {app=db}"]);
+  });
+
   it("parses --proxy and merges it with an equal default view", () => {
     expect(parseProxySpec("shop").view).to.include({ kind: "sidecar", namespace: "shop" });
     expect(parseProxySpec("grpc:shop").view.kind).to.equal("grpc");

@@ -144,7 +144,15 @@ export function defaultViews(before: RegistrySnapshot, after: RegistrySnapshot):
     else gateways.set(k, { view: makeView("gateway", gw.metadata.namespace, labels), label: describe("gateway", gw.metadata.namespace, labels), represents: [ref] });
   }
   out.push(...gateways.values());
-  return out;
+  return disambiguate(out);
+}
+
+/** Two label sets that differ only in service account would print alike: name the account then. */
+function disambiguate(views: DiffView[]): DiffView[] {
+  const count = new Map<string, number>();
+  for (const v of views) count.set(v.label, (count.get(v.label) ?? 0) + 1);
+  for (const v of views) if (count.get(v.label)! > 1 && v.view.serviceAccount) v.label += ` as ${v.view.serviceAccount}`;
+  return views;
 }
 
 export class ProxySpecError extends Error {}
