@@ -16,6 +16,12 @@
 //   scope (kind, namespace, labels, interception mode, SDS paths)   the complete per-type maps (CDS, EDS, LDS,
 //       RDS) for the outbound side. Proxies with the same scope key get the SAME map objects. Listeners and
 //       route configs are aggregates over all visible services and are encoded per scope.
+//   Listeners and route configs are aggregates built per scope, but most of them come out byte-identical in
+//   many scopes (a gRPC client's `HOST:PORT` listener is the same in every namespace) and across snapshots;
+//   an intern table keyed by their JSON text (kept for the current and the previous snapshot) encodes each
+//   distinct one once, so a VirtualService change re-encodes only the resources whose content changed. Entries
+//   are reference-counted by the scope maps holding them and released one snapshot after those maps are
+//   dropped, so a resource that comes out the same after a change is reused, not re-encoded.
 //   view (scope + instance IPs + workload name)   a sidecar's own inbound clusters and virtualInbound listener,
 //       laid over the scope's CDS/LDS map with a read-only overlay (no copy of the scope map per proxy).
 //
@@ -67,6 +73,12 @@ type ResourceMap = ReadonlyMap<string, EncodedResource>;
 
 const EMPTY: ResourceMap = new Map();
 
+/**
+ * Scopes and views nobody asked about for this many snapshots are forgotten (proxies that left, label sets no
+ * longer in use); a connected proxy that is asked about again is simply rebuilt from the service units.
+ */
+const IDLE_GENERATIONS = 100;
+
 interface ClusterEntry {
   service: Service;
   dr: DestinationRuleConfig | undefined;
@@ -90,6 +102,8 @@ interface Unit {
 
 interface ScopeEntry {
   key: string;
+  /** Intern keys of the listeners and route configs in `maps`. */
+  internKeys: string[];
   /** Rebuilt lazily after a change that may alter visibility. */
   scope?: Scope;
   maps: Map<string, ResourceMap>;
@@ -173,6 +187,10 @@ export class ResourceCache {
   /** Fixed resources (PassthroughCluster, BlackHoleCluster) are the same everywhere: encoded once. */
   private fixed: EncodedResource[] | undefined;
   private generation = 0;
+  /** Interned aggregate resources (listeners, route configs) by type + JSON text, with holder counts. */
+  private readonly interned = new Map<string, { resource: EncodedResource; refs: number }>();
+  /** Intern keys of scope maps dropped by the last update; released at the next one. */
+  private releaseQueue: string[] = [];
 
   constructor(private readonly opts: ResourceCacheOptions = {}) {}
 
@@ -185,6 +203,7 @@ export class ResourceCache {
     const prev = this.ctx?.snapshot;
     if (prev === snapshot) return;
     this.generation++;
+    this.releaseInterned();
     // A change set describes the step from the previous snapshot; anything else is a full rebuild.
     if (!prev || !this.ctx || snapshot.changes.full || snapshot.version !== prev.version + 1) {
       this.reset(snapshot);
@@ -213,13 +232,15 @@ export class ResourceCache {
     }
 
     for (const [skey, entry] of this.scopes) {
-      if (this.generation - entry.lastUsed > 2) {
+      if (this.generation - entry.lastUsed > IDLE_GENERATIONS) {
+        this.dropAggregates(entry);
         this.scopes.delete(skey);
         continue;
       }
       const scope = entry.scope;
       if (!scope || routingChanged || this.visibilityTouched(scope, changes.services, snapshot)) {
         entry.scope = undefined;
+        this.dropAggregates(entry);
         entry.maps.clear();
         continue;
       }
@@ -232,7 +253,7 @@ export class ResourceCache {
 
     const touched = new Set([...changes.services, ...changes.endpoints]);
     for (const [vkey, v] of this.views) {
-      if (this.generation - v.lastUsed > 2) {
+      if (this.generation - v.lastUsed > IDLE_GENERATIONS) {
         this.views.delete(vkey);
         continue;
       }
@@ -263,6 +284,8 @@ export class ResourceCache {
 
   private reset(snapshot: RegistrySnapshot): void {
     this.ctx = contextOf(snapshot);
+    this.interned.clear();
+    this.releaseQueue = [];
     this.units.clear();
     this.unitsByService.clear();
     this.unitsByDr.clear();
@@ -300,10 +323,36 @@ export class ResourceCache {
     return list.map((j) => this.encode(typeUrl, j, j[nameKey] as string));
   }
 
+  /** Encodes, or reuses the resource already encoded for identical JSON; `keys` collects the holder's references. */
+  private encodeInterned(typeUrl: string, list: readonly Json[], keys: string[]): EncodedResource[] {
+    return list.map((j) => {
+      const key = `${typeUrl}\u0000${JSON.stringify(j)}`;
+      let e = this.interned.get(key);
+      if (!e) this.interned.set(key, (e = { resource: this.encode(typeUrl, j, j.name as string), refs: 0 }));
+      e.refs++;
+      keys.push(key);
+      return e.resource;
+    });
+  }
+
+  /** A scope's listeners and route configs are going away: release their intern references next update. */
+  private dropAggregates(entry: ScopeEntry): void {
+    this.releaseQueue.push(...entry.internKeys);
+    entry.internKeys = [];
+  }
+
+  private releaseInterned(): void {
+    for (const key of this.releaseQueue) {
+      const e = this.interned.get(key);
+      if (e && --e.refs <= 0) this.interned.delete(key);
+    }
+    this.releaseQueue = [];
+  }
+
   private scopeEntry(view: ProxyView): ScopeEntry {
     const key = scopeKey(view);
     let entry = this.scopes.get(key);
-    if (!entry) this.scopes.set(key, (entry = { key, maps: new Map(), lastUsed: this.generation }));
+    if (!entry) this.scopes.set(key, (entry = { key, internKeys: [], maps: new Map(), lastUsed: this.generation }));
     entry.lastUsed = this.generation;
     if (!entry.scope) entry.scope = buildScope(this.ctx!.snapshot, this.ctx!.routing, view);
     return entry;
@@ -350,8 +399,8 @@ export class ResourceCache {
       case TypeUrl.Listener:
       case TypeUrl.RouteConfiguration: {
         const http = scopeHttp(ctx, scope);
-        const listeners = new Map(this.encodeAll(TypeUrl.Listener, http.listeners).map((r) => [r.name, r]));
-        const routes = new Map(this.encodeAll(TypeUrl.RouteConfiguration, http.routes).map((r) => [r.name, r]));
+        const listeners = new Map(this.encodeInterned(TypeUrl.Listener, http.listeners, entry.internKeys).map((r) => [r.name, r]));
+        const routes = new Map(this.encodeInterned(TypeUrl.RouteConfiguration, http.routes, entry.internKeys).map((r) => [r.name, r]));
         entry.maps.set(TypeUrl.Listener, listeners);
         entry.maps.set(TypeUrl.RouteConfiguration, routes);
         return typeUrl === TypeUrl.Listener ? listeners : routes;
