@@ -126,22 +126,26 @@ describe("ResourceCache", function () {
     expect(addresses).to.include("10.0.42.99");
   });
 
-  it("a routing change re-encodes routes and listeners but no unaffected cluster", () => {
+  it("a VirtualService change re-encodes only the route configs whose content changed", () => {
     const files = largeMeshYaml(60, 3);
     const s1 = snapshotOf(files);
     const { cache, encodes } = counting();
     cache.update(s1);
-    const views = [sidecarView("ns0"), grpcView("ns1")];
+    const views = [sidecarView("ns0"), sidecarView("ns1"), sidecarView("ns2"), grpcView("ns1")];
     fetchAll(cache, views);
     const s2 = snapshotOf({ "large.yaml": files["large.yaml"]!.replace("timeout: 2s", "timeout: 7s") }, {}, s1);
     expect(s2.changes.routing.size).to.be.greaterThan(0);
     encodes.length = 0;
     cache.update(s2);
     fetchAll(cache, views);
-    const types = new Set(encodes.map((e) => e.typeUrl));
-    expect(types.has(TypeUrl.Cluster)).to.equal(false);
-    expect(types.has(TypeUrl.ClusterLoadAssignment)).to.equal(false);
-    expect(types.has(TypeUrl.RouteConfiguration)).to.equal(true);
+    // svc0's timeout: the sidecars' per-port route configs (identical in every namespace: encoded once each)
+    // and the gRPC client's svc0 route configs. No cluster, CLA or listener.
+    expect(encodes.map((e) => `${e.typeUrl.split(".").pop()} ${e.name}`).sort()).to.deep.equal([
+      "RouteConfiguration 8080",
+      "RouteConfiguration 9090",
+      "RouteConfiguration svc0.ns0.mesh:8080",
+      "RouteConfiguration svc0.ns0.mesh:9090",
+    ]);
   });
 
   it("follows additions and removals of services and of the proxy's own workload", () => {
@@ -212,8 +216,8 @@ spec:
     expect(cache.resources(sidecarView("a"), TypeUrl.Secret).size).to.equal(0);
   });
 
-  it("equal views resolve to equal EncodedResource objects (no per-proxy copies of a 1,000-service mesh)", () => {
-    const snap = snapshotOf(largeMeshYaml(1000, 10));
+  it("equal views resolve to equal EncodedResource objects (no per-proxy copies)", () => {
+    const snap = snapshotOf(largeMeshYaml(300, 10));
     const { cache, encodes } = counting();
     cache.update(snap);
     const views = Array.from({ length: 100 }, (_, i) => sidecarView(`ns${i % 10}`, { ips: [`10.250.0.${i}`], id: `p${i}` }));
