@@ -34,14 +34,15 @@ export function formatUpstream(u: Upstream): string {
   return isIP(u.host) === 6 ? `[${u.host}]:${u.port}` : `${u.host}:${u.port}`;
 }
 
-/** The `nameserver` lines of a resolv.conf (zone ids such as `fe80::1%eth0` are kept as written). */
+/** The `nameserver` lines of a resolv.conf, in order. */
 export function parseResolvConf(text: string): Upstream[] {
   const out: Upstream[] = [];
   for (const raw of text.split("\n")) {
     const line = raw.replace(/[#;].*$/, "").trim();
     const m = /^nameserver\s+(\S+)/.exec(line);
     if (!m) continue;
-    const host = m[1]!.split("%")[0]!;
+    // A link-local server needs its zone (`fe80::1%eth0`) to be reachable at all: keep it as written.
+    const host = m[1]!;
     if (isIP(host) !== 0) out.push({ host, port: 53 });
   }
   return out;
