@@ -139,7 +139,7 @@ describe("fleet files (static checks: nothing here boots a VM or runs systemd)",
       it(`${path.relative(REPO, dir)}/: systemd-analyze verify passes with no diagnostics`, function () {
         requireTool(this, "systemd-analyze", "systemd");
         requireExecPrograms(this, files);
-        // Verified together, so PartOf=/RequiredBy= between them resolve to the real files.
+        // Verified together, so Before=/RequiredBy= between them resolve to the real files.
         const r = verify(stage(files));
         expect(r.output, r.output).to.equal("");
         expect(r.status).to.equal(0);

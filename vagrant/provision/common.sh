@@ -8,10 +8,11 @@ source "$(dirname "$0")/lib.sh"
 hosts_arg=${1:?usage: common.sh IP=NAME,...}
 
 # On a re-provision of a workload VM the capture rules may be active, and under REGISTRY_ONLY they would
-# black-hole apt and the downloads below. Stopping the agent stops its capture unit too (PartOf=).
-if systemctl is-active --quiet vmpilot-agent 2>/dev/null; then
-  log "stopping vmpilot-agent (and its capture rules) while provisioning"
-  systemctl stop vmpilot-agent
+# black-hole apt and the downloads below. Stopping the capture unit removes them and stops the agent, which
+# requires it; workload.sh starts both again.
+if systemctl is-active --quiet vmpilot-agent-iptables 2>/dev/null || systemctl is-active --quiet vmpilot-agent 2>/dev/null; then
+  log "stopping vmpilot-agent and its capture rules while provisioning"
+  systemctl stop vmpilot-agent-iptables vmpilot-agent
 fi
 
 log "base packages"

@@ -88,7 +88,8 @@ managed_block /etc/hosts vmpilot-mesh-services "240.240.0.10 details.shop.intern
 # RequiredBy=vmpilot-agent.service: enabling the capture unit makes the agent require it.
 systemctl enable --quiet vmpilot-agent-iptables
 systemctl enable --quiet vmpilot-agent
-systemctl restart vmpilot-agent
+# Restarting the capture unit re-applies the rules for this agent.yaml and restarts the agent with it.
+systemctl restart vmpilot-agent-iptables vmpilot-agent
 wait_for "Envoy ready (admin 127.0.0.1:15000/ready)" 180 curl -fsS http://127.0.0.1:15000/ready || {
   journalctl -u vmpilot-agent -u vmpilot-agent-iptables -n 80 --no-pager >&2
   die "the agent's Envoy did not become ready"
