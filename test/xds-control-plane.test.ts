@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { loadServerConfig, resolveServerConfig, ServerConfigError } from "@vmpilot/xds/server/config";
 import { formatTable, syncState, type SynczEntry } from "@vmpilot/xds/cli/proxy-status";
+import { grpcServerOptions } from "@vmpilot/xds/server/control-plane";
 import { controlPlaneSpiffeId, generateKeyAndCsr, parseCsr, SECURE_PORT_CHANNEL_OPTIONS, securePortChannelCredentials } from "@vmpilot/xds/ca/index";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { StubCache } from "./helpers/stub-cache.js";
@@ -167,6 +168,16 @@ describe("server config", function () {
     expect(c.httpAddr).to.equal("127.0.0.1:15014");
     expect(c.consul).to.equal(undefined);
     if (!process.env.VMPILOT_STATE_DIR) expect(c.stateDir).to.equal(undefined);
+  });
+
+  it("turns maxConnectionAge into a jittered gRPC connection age with a grace period, off by default", function () {
+    const c = resolveServerConfig({ configDirs: ["/x"], maxConnectionAge: "30m" }, "/", {});
+    expect(c.maxConnectionAgeMs).to.equal(30 * 60_000);
+    const o = grpcServerOptions(c);
+    expect(o["grpc.max_connection_age_ms"]).to.be.within(27 * 60_000, 33 * 60_000);
+    expect(o["grpc.max_connection_age_grace_ms"]).to.equal(10_000);
+    expect(o["grpc.keepalive_time_ms"]).to.equal(30_000);
+    expect(grpcServerOptions(resolveServerConfig({ configDirs: ["/x"] }, "/", {}))).to.not.have.property("grpc.max_connection_age_ms");
   });
 
   it("rejects unknown keys and bad values with the key's path", function () {

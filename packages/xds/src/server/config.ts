@@ -26,6 +26,8 @@ export interface ServerConfig {
   consul?: ServerConsulConfig;
   /** Push debounce: quiet period and cap, ms. */
   debounce: { quietMs: number; maxMs: number };
+  /** Close client connections after about this long (GOAWAY, then 10 s grace), so proxies spread over new replicas. 0 = never. */
+  maxConnectionAgeMs: number;
 }
 
 /** What flags can set; undefined = not given (the file or the default applies). */
@@ -153,7 +155,7 @@ function parseConsul(v: unknown, where: string, base: string): ServerConsulConfi
   return o;
 }
 
-const TOP_KEYS = ["configDirs", "mesh", "xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure", "consul", "debounce"] as const;
+const TOP_KEYS = ["configDirs", "mesh", "xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure", "consul", "debounce", "maxConnectionAge"] as const;
 
 /**
  * The config file's content (relative paths resolve against the file's directory), then the flags on top
@@ -193,6 +195,7 @@ export function resolveServerConfig(fileContent: unknown, fileDir: string, flags
     httpAddr: flags.httpAddr ?? str(f, "httpAddr", where) ?? DEFAULT_HTTP_ADDR,
     insecure: flags.insecure ?? bool(f, "insecure", where) ?? false,
     debounce,
+    maxConnectionAgeMs: duration(f, "maxConnectionAge", where) ?? 0,
   };
   if (stateDir) cfg.stateDir = stateDir;
   if (consul) cfg.consul = consul;

@@ -48,6 +48,16 @@ export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.enable_channelz": 0,
 };
 
+/** GRPC_SERVER_OPTIONS plus the configured connection age (spreads proxies over replicas after a scale-out). */
+export function grpcServerOptions(cfg: Pick<ServerConfig, "maxConnectionAgeMs">): grpc.ServerOptions {
+  if (!cfg.maxConnectionAgeMs) return { ...GRPC_SERVER_OPTIONS };
+  // ADS streams never finish on their own: the grace period is how long a proxy has to move before its stream
+  // is cut (it reconnects, possibly elsewhere, and keeps its config meanwhile). Jitter keeps a fleet that
+  // connected together from leaving together.
+  const age = Math.round(cfg.maxConnectionAgeMs * (0.9 + Math.random() * 0.2));
+  return { ...GRPC_SERVER_OPTIONS, "grpc.max_connection_age_ms": age, "grpc.max_connection_age_grace_ms": 10_000 };
+}
+
 export interface ExtraService {
   definition: grpc.ServiceDefinition;
   implementation: grpc.UntypedServiceImplementation;
@@ -65,7 +75,7 @@ export class ControlPlane {
   private secureServer: grpc.Server | undefined;
   private httpServer: http.Server | undefined;
   private ca: MeshCa | undefined;
-  private readonly debouncer: Debouncer;
+  private debouncer: Debouncer;
   /** When the oldest change not yet pushed arrived (push latency is measured from it). */
   private changedAt: number | undefined;
   private started = false;
@@ -112,7 +122,8 @@ export class ControlPlane {
     this.updateCache(first);
     const cfg = this.config;
 
-    this.xdsServer = new grpc.Server(GRPC_SERVER_OPTIONS);
+    const serverOptions = grpcServerOptions(cfg);
+    this.xdsServer = new grpc.Server(serverOptions);
     this.xdsServer.addService(this.ads.definition, this.ads.implementation());
     this.addresses.xds = await bindGrpc(this.xdsServer, cfg.xdsAddr, grpc.ServerCredentials.createInsecure());
     this.log.info("plaintext xDS listening", { address: this.addresses.xds });
@@ -121,7 +132,7 @@ export class ControlPlane {
       this.ca = await loadMeshCa({ stateDir: cfg.stateDir, trustDomain: cfg.mesh.trustDomain, logger: createLogger("ca") });
       const trustDomain = cfg.mesh.trustDomain;
       const requireIdentity: AuthorizeStream = (call, view) => checkStreamIdentity(call, view, trustDomain);
-      this.secureServer = new grpc.Server(GRPC_SERVER_OPTIONS);
+      this.secureServer = new grpc.Server(serverOptions);
       this.secureServer.addService(this.ads.definition, this.ads.implementation(requireIdentity));
       this.ca.addTo(this.secureServer);
       for (const s of this.extraSecureServices) this.secureServer.addService(s.definition, s.implementation);
@@ -175,6 +186,11 @@ export class ControlPlane {
     for (const k of ["xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure"] as const) {
       if (prev[k] !== next[k]) this.log.warn(`${k} changed in the config file; it takes effect on restart`, { from: prev[k], to: next[k] });
     }
+    if (JSON.stringify(prev.debounce) !== JSON.stringify(next.debounce)) {
+      this.debouncer.flush();
+      this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs });
+    }
+    if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
     const sourcesChanged = JSON.stringify([prev.configDirs, prev.consul]) !== JSON.stringify([next.configDirs, next.consul]);
     this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
     if (sourcesChanged) {
@@ -261,7 +277,9 @@ function unsynced(s: { name: string; lastError?: string }): string {
 async function bindGrpc(server: grpc.Server, addr: string, creds: grpc.ServerCredentials): Promise<string> {
   const { host, port } = parseHostPort(addr, "address");
   const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-  const bound = await new Promise<number>((resolve, reject) => server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p))));
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(target, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${addr}: ${err.message}`)) : resolve(p))),
+  );
   return host.includes(":") ? `[${host}]:${bound}` : `${host}:${bound}`;
 }
 
