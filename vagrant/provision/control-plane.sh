@@ -56,7 +56,8 @@ vmpilot validate /srv/vmpilot/mesh || die "the GitOps checkout does not validate
 
 systemctl enable --quiet vmpilot
 systemctl restart vmpilot
-wait_for "vmpilot /ready" 180 curl -fsS http://127.0.0.1:15014/ready || {
+# Consul may still be coming up on its own VM (libvirt boots VMs in parallel): allow for it.
+wait_for "vmpilot /ready" 600 curl -fsS http://127.0.0.1:15014/ready || {
   journalctl -u vmpilot -n 50 --no-pager >&2
   die "vmpilot did not become ready"
 }

@@ -35,7 +35,7 @@ if ! command -v envoy >/dev/null; then
     mv /usr/local/bin/envoy.tmp /usr/local/bin/envoy
   fi
 fi
-envoy --version | head -n 1
+envoy --version 2>&1 | sed -n 1p
 
 # ---- the sample app: a static page naming this VM, so responses show where a request landed ----
 install -d -m 0755 /srv/details
@@ -90,8 +90,10 @@ systemctl enable --quiet vmpilot-agent-iptables
 systemctl enable --quiet vmpilot-agent
 # Restarting the capture unit re-applies the rules for this agent.yaml and restarts the agent with it.
 systemctl restart vmpilot-agent-iptables vmpilot-agent
-wait_for "Envoy ready (admin 127.0.0.1:15000/ready)" 180 curl -fsS http://127.0.0.1:15000/ready || {
+# Ready = certificate obtained, Envoy running and configured, the app's probe passing.
+wait_for "agent ready (127.0.0.1:15020/healthz/ready)" 300 curl -fsS http://127.0.0.1:15020/healthz/ready || {
   journalctl -u vmpilot-agent -u vmpilot-agent-iptables -n 80 --no-pager >&2
-  die "the agent's Envoy did not become ready"
+  curl -sS http://127.0.0.1:15020/status >&2 || true
+  die "the agent did not become ready"
 }
 log "workload ${name} (${ip}) joined the mesh via ${cp_ip}"
