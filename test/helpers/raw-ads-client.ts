@@ -111,6 +111,11 @@ export class RawAdsClient<P extends "sotw" | "delta"> {
     return this.status;
   }
 
+  /** Half-closes the stream from our side (no more requests). */
+  halfClose(): void {
+    this.call.end();
+  }
+
   close(): void {
     this.call.cancel();
     this.client.close();

@@ -270,6 +270,16 @@ describe("ADS state of the world", function () {
     expect(st.types.map((t) => t.typeUrl)).to.not.include(HEALTH);
   });
 
+  it("ends a stream the client half-closes with OK and forgets it", async function () {
+    const c = connect();
+    c.send({ node: testNode("grpc-1"), type_url: CDS, resource_names: ["a"] });
+    await c.next();
+    expect(ads.status()).to.have.length(1);
+    c.halfClose();
+    expect((await c.ended()).code).to.equal(grpc.status.OK);
+    expect(ads.status()).to.have.length(0);
+  });
+
   it("ends a stream whose first request has no node id with INVALID_ARGUMENT", async function () {
     const c = connect();
     c.send({ type_url: CDS, resource_names: ["a"] });

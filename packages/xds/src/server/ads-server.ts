@@ -76,7 +76,7 @@ export class AdsServer {
     this.draining = true;
     for (const [s, call] of this.calls) {
       s.close();
-      call.end();
+      if (!call.writableEnded) call.end();
     }
   }
 
@@ -167,7 +167,7 @@ export class AdsServer {
     };
     call.on("end", () => {
       finish("client ended the stream");
-      call.end();
+      if (!call.writableEnded) call.end();
     });
     call.on("cancelled", () => finish("cancelled"));
     call.on("error", (err) => finish(`error: ${err.message}`));
