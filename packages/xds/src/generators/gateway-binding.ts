@@ -115,3 +115,92 @@ export function matchBoundTo(m: { port?: number; gateways?: string[] }, vsNamesp
   if (m.port !== undefined && m.port !== port) return false;
   return !m.gateways || m.gateways.length === 0 || namesGateway(m.gateways, vsNamespace, gateway);
 }
+
+/**
+ * How a server handles its traffic: plaintext HTTP; HTTPS terminated into HTTP; TLS terminated into TCP routes;
+ * TLS passed through by SNI to `tls` routes; or plain TCP routes.
+ */
+export type ServerHandling = "http" | "https" | "tls-terminate" | "passthrough" | "tcp";
+
+export interface PlannedServer extends BoundServer {
+  handling: ServerHandling;
+  /** RDS route config of `http` and `https` servers. */
+  routeName?: string;
+}
+
+/** One listener: the servers on one bind address and port, all of one family (HTTP, TLS or TCP). */
+export interface GatewayPort {
+  bind: string;
+  port: number;
+  servers: PlannedServer[];
+}
+
+function handlingOf(s: Server): ServerHandling | undefined {
+  const mode = s.tls?.mode ?? "SIMPLE";
+  const passthrough = mode === "PASSTHROUGH";
+  switch (s.port.protocol) {
+    case "HTTP":
+    case "HTTP2":
+    case "GRPC":
+      return "http";
+    case "HTTPS":
+      return passthrough ? "passthrough" : mode === "AUTO_PASSTHROUGH" ? undefined : "https";
+    case "TLS":
+      return passthrough ? "passthrough" : mode === "AUTO_PASSTHROUGH" ? undefined : "tls-terminate";
+    case "TCP":
+    case "MONGO":
+      return "tcp";
+    default:
+      // UDP: Envoy gateways here carry no UDP.
+      return undefined;
+  }
+}
+
+function familyOf(h: ServerHandling): string {
+  return h === "http" ? "http" : h === "tcp" ? "tcp" : "tls";
+}
+
+/** Istio's RDS names: `http.PORT` shared by the plaintext servers of a port, `https.PORT.PORTNAME.GW.NS` per HTTPS server. */
+export function httpRouteName(port: number): string {
+  return `http.${port}`;
+}
+
+export function httpsRouteName(s: BoundServer): string {
+  return `https.${s.server.port.number}.${s.server.port.name}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}`;
+}
+
+const portsMemo = new WeakMap<Scope, GatewayPort[]>();
+
+/**
+ * The listeners of a gateway proxy, by bind address and port. AUTO_PASSTHROUGH (multi-network SNI routing) and
+ * UDP servers are not served. Servers of another family than the port's first one (say plaintext HTTP on a port
+ * already serving HTTPS) are left out, as Istio rejects such conflicts.
+ */
+export function gatewayPorts(ctx: GenContext, scope: Scope): GatewayPort[] {
+  const memo = portsMemo.get(scope);
+  if (memo) return memo;
+  const byListener = new Map<string, { port: GatewayPort; family: string }>();
+  const routeNames = new Set<string>();
+  for (const bs of selectedServers(ctx, scope)) {
+    const handling = handlingOf(bs.server);
+    if (!handling) continue;
+    const bind = bs.server.bind && !bs.server.bind.startsWith("unix://") ? bs.server.bind : "0.0.0.0";
+    const id = `${bind}_${bs.server.port.number}`;
+    let entry = byListener.get(id);
+    if (!entry) byListener.set(id, (entry = { port: { bind, port: bs.server.port.number, servers: [] }, family: familyOf(handling) }));
+    if (entry.family !== familyOf(handling)) continue;
+    const planned: PlannedServer = { ...bs, handling };
+    if (handling === "http") planned.routeName = httpRouteName(bs.server.port.number);
+    if (handling === "https") {
+      let name = httpsRouteName(bs);
+      // Two servers with the same port name in one Gateway would share a name; keep them apart.
+      if (routeNames.has(name)) name = `${name}.${bs.index}`;
+      routeNames.add(name);
+      planned.routeName = name;
+    }
+    entry.port.servers.push(planned);
+  }
+  const out = [...byListener.values()].map((e) => e.port).sort((a, b) => a.port - b.port || (a.bind < b.bind ? -1 : a.bind > b.bind ? 1 : 0));
+  portsMemo.set(scope, out);
+  return out;
+}
