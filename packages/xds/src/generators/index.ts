@@ -13,6 +13,8 @@ import { flavorOf } from "./flavor.js";
 import { grpcListeners, sidecarOutboundListeners, virtualInboundListener } from "./listeners.js";
 import { inboundCluster } from "./clusters.js";
 import { grpcRouteConfigs, sidecarRouteConfigs } from "./routes.js";
+import { gatewayListeners } from "./gateway-listeners.js";
+import { gatewayRouteConfigs } from "./gateway-routes.js";
 
 type Json = Record<string, unknown>;
 
@@ -55,7 +57,7 @@ export interface ScopeHttp {
   routes: Json[];
 }
 
-/** Listeners and route configs of a scope. Gateways get none until issue 8. */
+/** Listeners and route configs of a scope. Gateways: their Gateways' servers (gateway-listeners.ts, gateway-routes.ts). */
 export function scopeHttp(ctx: GenContext, scope: Scope): ScopeHttp {
   if (scope.kind === "sidecar") {
     if (scope.interceptionMode === "NONE") return { listeners: [], routes: [] };
@@ -65,6 +67,7 @@ export function scopeHttp(ctx: GenContext, scope: Scope): ScopeHttp {
     const routes = grpcRouteConfigs(ctx, scope);
     return { listeners: grpcListeners(scope, routes), routes };
   }
+  if (scope.kind === "gateway") return { listeners: gatewayListeners(ctx, scope), routes: gatewayRouteConfigs(ctx, scope) };
   return { listeners: [], routes: [] };
 }
 
