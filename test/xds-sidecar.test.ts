@@ -126,4 +126,24 @@ describe("Envoy sidecar protocol paths on the example config", function () {
     expect(changed.every((n) => n.endsWith("catalog.shop.mesh.internal"))).to.equal(true);
     for (const a of decodeAll(EDS, r2.resources.map((x) => x.resource!.value))) expect(collect(a, "address").size).to.equal(0);
   });
+
+  it("pushes a namespace-private change only to the proxies that can see it", async function () {
+    const shop = connect("sotw");
+    const other = connect("sotw");
+    const otherNode = testNode("sidecar~10.10.9.9~tool-vm.ops~ops.svc.cluster.local", { NAMESPACE: "ops" });
+    for (const [c, node] of [[shop, NODE], [other, otherNode]] as const) {
+      c.send({ node, type_url: CDS, resource_names: [] });
+      const r = await c.next();
+      c.send({ type_url: CDS, resource_names: [], response_nonce: r.nonce, version_info: r.version_info });
+    }
+    await tcp.write(
+      "shop/private.yaml",
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: private, namespace: shop}\nspec:\n  hosts: [private.shop.mesh.internal]\n  exportTo: [\".\"]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n",
+    );
+    const pushed = await shop.next(10_000);
+    expect(pushed.type_url).to.equal(CDS);
+    expect(decodeAll(CDS, pushed.resources.map((a) => a.value)).map((x) => x.name)).to.include("outbound|80||private.shop.mesh.internal");
+    // The same push loop visited the ops proxy; its view did not change, so it got nothing.
+    await other.expectNothingPending();
+  });
 });
