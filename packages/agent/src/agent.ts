@@ -5,6 +5,7 @@ import { envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
 import { grpcBootstrap } from "./bootstrap/grpc.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
 import type { AgentConfig } from "./config.js";
+import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
 import { EnvoySupervisor } from "./envoy-supervisor.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
 import { findOnPath } from "./iptables-apply.js";
@@ -67,6 +68,8 @@ export class Agent {
   prober: Prober | undefined;
   xdsProxy: XdsProxy | undefined;
   health: HealthReporter | undefined;
+  private envoyReady: EnvoyReadiness = { ready: false, reason: "envoy readiness not checked yet" };
+  private envoyPoll: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private envoyBinary: string | undefined;
   private started = false;
@@ -132,7 +135,12 @@ export class Agent {
         ...(this.opts.envoyBackoff ? { minBackoffMs: this.opts.envoyBackoff.minMs, maxBackoffMs: this.opts.envoyBackoff.maxMs } : {}),
         stopGraceMs: this.opts.envoyStopGraceMs ?? this.cfg.proxy.drainMs + 5000,
       });
+      this.envoy.on("state", () => {
+        this.envoyReady = { ready: false, reason: "envoy readiness not checked yet" };
+      });
+      this.envoy.on("exit", () => void fs.rm(this.cfg.output.envoyAdminAddressFile, { force: true }));
       this.envoy.start();
+      this.pollEnvoy();
     }
     if (this.cfg.probe) {
       this.prober = new Prober(this.cfg.probe);
@@ -154,11 +162,21 @@ export class Agent {
     if (!this.started) return;
     this.started = false;
     this.prober?.stop();
+    if (this.envoyPoll) clearTimeout(this.envoyPoll);
+    this.envoyPoll = undefined;
     await this.health?.close();
     await this.envoy?.stop("SIGTERM");
     await this.xdsProxy?.close();
     await this.rotator.stop();
     await this.status.stop();
+  }
+
+  /** Asks Envoy's admin API about once a second while it runs; /healthz/ready reads the latest answer. */
+  private pollEnvoy(): void {
+    this.envoyPoll = setTimeout(async () => {
+      if (this.envoy?.status().state === "running") this.envoyReady = await envoyReadiness(this.cfg.output.envoyAdminAddressFile);
+      if (this.started) this.pollEnvoy();
+    }, this.envoyReady.ready ? 1000 : 200);
   }
 
   private xdsHealthReporter(): HealthReporter {
@@ -180,6 +198,7 @@ export class Agent {
     if (runsEnvoy(this.cfg)) {
       const st = this.envoy?.status().state ?? "not started";
       if (st !== "running") reasons.push(`envoy is ${st}`);
+      else if (!this.envoyReady.ready) reasons.push(this.envoyReady.reason ?? "envoy is not ready");
     }
     if (this.prober) {
       const p = this.prober.status();
@@ -193,7 +212,7 @@ export class Agent {
       workload: { name: this.cfg.name, namespace: this.cfg.namespace, serviceAccount: this.cfg.serviceAccount, address: this.cfg.address },
       proxyKind: this.cfg.proxy.kind,
       certificate: this.rotator.status(),
-      ...(this.envoy ? { envoy: this.envoy.status() } : {}),
+      ...(this.envoy ? { envoy: { ...this.envoy.status(), ready: this.envoyReady.ready, ...(this.envoyReady.reason ? { notReady: this.envoyReady.reason } : {}) } } : {}),
       ...(this.prober ? { probe: this.prober.status() } : {}),
       ...(this.xdsProxy ? { xdsProxy: { address: this.cfg.grpc.xdsServerUri, ...this.xdsProxy.status() } } : {}),
     };

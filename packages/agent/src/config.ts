@@ -66,6 +66,8 @@ export interface AgentConfig {
     /** File-based SDS resources (one Secret each) that Envoy watches. */
     sdsDefaultFile: string;
     sdsRootFile: string;
+    /** Where Envoy writes its admin address (--admin-address-path); the agent reads it to ask Envoy if it is ready. */
+    envoyAdminAddressFile: string;
   };
   proxy: {
     kind: ProxyKindConfig;
@@ -75,6 +77,8 @@ export interface AgentConfig {
     parentShutdownMs: number;
     logLevel: string;
     concurrency?: number;
+    /** Envoy's admin port on 127.0.0.1 (15000). 0 lets Envoy pick one; the agent learns it from --admin-address-path. */
+    adminPort: number;
   };
   /** What the proxyless gRPC bootstrap points at (see bootstrap/grpc.ts). */
   grpc: {
@@ -137,6 +141,7 @@ export const AGENT_SCHEMA: ObjectSchema = {
         parentShutdownDuration: { type: "duration" },
         logLevel: { type: "enum", values: ["trace", "debug", "info", "warning", "warn", "error", "critical", "off"] },
         concurrency: { type: "int", min: 0, max: 1024 },
+        adminPort: portOrZero,
       },
     },
     grpc: {
@@ -397,6 +402,7 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
       grpcBootstrapFile: inDir(out.grpcBootstrapFile, "grpc-bootstrap.json"),
       sdsDefaultFile: path.join(dir, "default.sds.yaml"),
       sdsRootFile: path.join(dir, "ROOTCA.sds.yaml"),
+      envoyAdminAddressFile: path.join(dir, "envoy-admin-address"),
     },
     proxy: {
       kind,
@@ -406,6 +412,7 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
       parentShutdownMs: proxy.parentShutdownDuration ?? 60_000,
       logLevel: proxy.logLevel ?? "warning",
       ...(proxy.concurrency !== undefined ? { concurrency: proxy.concurrency } : {}),
+      adminPort: proxy.adminPort ?? 15000,
     },
     grpc: {
       xdsServerUri: grpc.xdsServerUri ?? `unix://${path.join(dir, "xds.sock")}`,

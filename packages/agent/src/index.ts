@@ -7,6 +7,7 @@ export * from "./bootstrap/grpc.js";
 export * from "./certs.js";
 export * from "./files.js";
 export * from "./envoy-supervisor.js";
+export * from "./envoy-admin.js";
 export * from "./probes.js";
 export * from "./status-server.js";
 export * from "./iptables.js";

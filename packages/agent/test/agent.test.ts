@@ -143,6 +143,22 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
     expect(st.certificate.identity).to.equal(IDENTITY);
   });
 
+  it("is ready only once Envoy is LIVE and has received listeners and clusters (asked through its admin API)", async () => {
+    const s = await setup(ca);
+    const { agent, envoy } = await startAgent(s);
+    const ready = () => get(agent.status.statusAddress!, "/healthz/ready");
+    await until("ready with a live, configured envoy", async () => (await ready()).status === 200);
+    envoy.setAdmin({ live: false, cds: 0, lds: 0 });
+    await until("not ready while envoy initializes", async () => (await ready()).body.includes("envoy is PRE_INITIALIZING"));
+    envoy.setAdmin({ live: true, cds: 1, lds: 0 });
+    await until("not ready without listeners", async () => (await ready()).body.includes("envoy has not received its configuration yet (CDS updates 1, LDS updates 0)"));
+    envoy.setAdmin({ live: true, cds: 1, lds: 1 });
+    await until("ready again", async () => (await ready()).status === 200);
+    const st = JSON.parse((await get(agent.status.statusAddress!, "/status")).body);
+    expect(st).to.deep.include({ ready: true, reasons: [] });
+    expect(st.envoy.ready).to.equal(true);
+  });
+
   it("keeps rotating with its current certificate after the bootstrap token expired", async function () {
     this.timeout(60_000);
     // Token valid for 1 s (+ the CA's 5 s clock tolerance); certificates live 3 s and renew at about half that.

@@ -64,19 +64,37 @@ function quietWinston(): { logger: winston.Logger } {
 
 /**
  * A STAND-IN for the envoy binary (Envoy cannot be installed on this machine): a tiny Node script that records
- * its pid and arguments (and the signal that stops it) to a log file and stays up until signalled.
+ * its pid and arguments (and the signal that stops it) to a log file and stays up until signalled. Like Envoy it
+ * opens an admin port (here always 127.0.0.1:0) and writes its address to `--admin-address-path`; its /ready and
+ * /stats answer from a control file the test can change (`setAdmin`).
  */
-export function writeEnvoyStandIn(dir: string): { binary: string; log: string; events(): { pid: number; args?: string[]; signal?: string }[] } {
+export function writeEnvoyStandIn(dir: string): {
+  binary: string;
+  log: string;
+  events(): { pid: number; args?: string[]; signal?: string }[];
+  setAdmin(state: { live: boolean; cds: number; lds: number }): void;
+} {
   const binary = path.join(dir, "envoy-stand-in");
   const log = path.join(dir, "envoy-stand-in.log");
+  const control = path.join(dir, "envoy-stand-in.admin.json");
+  const setAdmin = (state: { live: boolean; cds: number; lds: number }) => fs.writeFileSync(control, JSON.stringify(state));
+  setAdmin({ live: true, cds: 1, lds: 1 });
   fs.writeFileSync(
     binary,
     `#!${process.execPath}
 const fs = require("fs");
+const http = require("http");
 const log = ${JSON.stringify(log)};
 fs.appendFileSync(log, JSON.stringify({ pid: process.pid, args: process.argv.slice(2) }) + "\\n");
 process.on("SIGTERM", () => { fs.appendFileSync(log, JSON.stringify({ pid: process.pid, signal: "SIGTERM" }) + "\\n"); process.exit(0); });
-setInterval(() => {}, 1 << 30);
+const addressPath = process.argv[process.argv.indexOf("--admin-address-path") + 1];
+const admin = http.createServer((req, res) => {
+  const s = JSON.parse(fs.readFileSync(${JSON.stringify(control)}, "utf8"));
+  if (req.url === "/ready") return res.writeHead(s.live ? 200 : 503).end(s.live ? "LIVE\\n" : "PRE_INITIALIZING\\n");
+  if (req.url.startsWith("/stats")) return res.end("cluster_manager.cds.update_success: " + s.cds + "\\nlistener_manager.lds.update_rejected: 0\\nlistener_manager.lds.update_success: " + s.lds + "\\n");
+  res.writeHead(404).end();
+});
+admin.listen(0, "127.0.0.1", () => fs.writeFileSync(addressPath, "127.0.0.1:" + admin.address().port));
 `,
     { mode: 0o755 },
   );
@@ -87,6 +105,7 @@ setInterval(() => {}, 1 << 30);
       fs.existsSync(log)
         ? fs.readFileSync(log, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l))
         : [],
+    setAdmin,
   };
 }
 

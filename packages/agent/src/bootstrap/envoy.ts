@@ -133,7 +133,7 @@ export function envoyBootstrap(cfg: AgentConfig, opts: EnvoyBootstrapOptions = {
   const agentHost = cfg.status.host === "0.0.0.0" || cfg.status.host === "::" ? "127.0.0.1" : cfg.status.host;
   return {
     node: xdsNode(cfg, kind),
-    admin: { address: socketAddress("127.0.0.1", ADMIN_PORT) },
+    admin: { address: socketAddress("127.0.0.1", cfg.proxy.adminPort) },
     dynamic_resources: {
       ads_config: {
         api_type: cfg.proxy.xdsTransport,
@@ -147,7 +147,7 @@ export function envoyBootstrap(cfg: AgentConfig, opts: EnvoyBootstrapOptions = {
     static_resources: {
       clusters: [
         xdsCluster(cfg),
-        staticCluster("prometheus_stats", "127.0.0.1", ADMIN_PORT),
+        staticCluster("prometheus_stats", "127.0.0.1", cfg.proxy.adminPort),
         staticCluster("agent", agentHost, cfg.status.port),
       ],
       listeners: [
@@ -181,6 +181,7 @@ export function envoyArgs(cfg: AgentConfig, bootstrapFile: string): string[] {
     "--drain-time-s", String(Math.round(cfg.proxy.drainMs / 1000)),
     "--parent-shutdown-time-s", String(Math.round(cfg.proxy.parentShutdownMs / 1000)),
     "--log-level", cfg.proxy.logLevel,
+    "--admin-address-path", cfg.output.envoyAdminAddressFile,
     "--service-cluster", `${cfg.name}.${cfg.namespace}`,
     // The supervisor restarts Envoy as a fresh process; hot restart's shared memory would only get in the way.
     "--disable-hot-restart",
