@@ -63,6 +63,8 @@ export interface Service {
   namespace: string;
   /** VIPs / CIDRs from `addresses`. */
   addresses: string[];
+  /** [IPv4, IPv6] virtual IPs allocated when `addresses` is empty (vips.ts): stable across restarts and replicas. */
+  autoAddresses?: string[];
   ports: ServicePort[];
   resolution: Resolution;
   location: Location;

@@ -17,6 +17,7 @@ import { configKey } from "./model.js";
 import { servicesOfServiceEntry, type ServiceEntryConfig } from "./services.js";
 import { compareOrigins, compareProblems, compareServiceEntryPrecedence, crossValidate, formatOrigin } from "./validate.js";
 import { normalizeExportTo } from "./visibility.js";
+import { allocateVips } from "./vips.js";
 import { WorkloadIndex, endpointsOfServiceEntry, selectedWorkloads, type WorkloadEntryConfig } from "./workloads.js";
 
 /** Kinds whose edits only touch routing (listeners, routes, cluster policies), reported in `changes.routing`. */
@@ -274,8 +275,9 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
 
   const services = new Map<string, Service>();
   const changedServices = new Set<string>();
+  const vips = allocateVips(next.derived.services.values());
   for (const key of [...next.derived.services.keys()].sort()) {
-    const s = next.derived.services.get(key)!;
+    const s = withAutoAddresses(next.derived.services.get(key)!, vips.get(key));
     const old = prev?.services.get(key);
     if (old === s) {
       services.set(key, old);
@@ -354,6 +356,20 @@ interface Fingerprint {
   content: string;
   /** Including the origin. */
   full: string;
+}
+
+// Derived services are memoised across rebuilds; so is their VIP-carrying copy, so that an unchanged service
+// keeps its identity (and its cached fingerprint) from one snapshot to the next.
+const vipCopies = new WeakMap<Service, { vip: string; service: Service }>();
+
+function withAutoAddresses(derived: Service, vip: string[] | undefined): Service {
+  if (!vip) return derived;
+  const key = vip.join(",");
+  const hit = vipCopies.get(derived);
+  if (hit && hit.vip === key) return hit.service;
+  const service = { ...derived, autoAddresses: vip };
+  vipCopies.set(derived, { vip: key, service });
+  return service;
 }
 
 // Snapshot contents are frozen, so a fingerprint computed once stays valid for the object's lifetime.

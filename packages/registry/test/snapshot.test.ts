@@ -5,6 +5,7 @@ import { expect } from "chai";
 import { parseDocuments } from "../src/parse/index.js";
 import { DEFAULT_MESH, type AnyConfig, type Endpoint, type MeshConfig, type RegistrySnapshot, type Service, type SourceState } from "../src/model.js";
 import { buildSnapshot, selectedWorkloadIdentities } from "../src/snapshot.js";
+import { allocateVips } from "../src/vips.js";
 
 const MESH: MeshConfig = { ...DEFAULT_MESH, trustDomain: "example.org" };
 
@@ -200,6 +201,7 @@ describe("buildSnapshot", () => {
       // Untouched services and endpoint lists are the very objects of the previous snapshot.
       expect(s2.services.get("default/b.internal")).to.equal(s1.services.get("default/b.internal"));
       expect(s2.endpoints.get("default/b.internal")).to.equal(s1.endpoints.get("default/b.internal"));
+      expect(s2.services.get("default/b.internal")!.autoAddresses).to.have.length(2);
 
       // vm-1 moves from service a to service b: both change, c does not.
       const s3 = buildSnapshot(s2, [fileState({ ...base, "vm-1.yaml": workloadEntry({ name: "vm-1", address: "10.0.0.11", labels: { app: "b" } }) })], MESH);
@@ -343,9 +345,11 @@ describe("buildSnapshot", () => {
       status: { name: "consul", synced: true, stale: false, revision: "7" },
     });
 
-    it("serves them as given when no ServiceEntry names the host", () => {
+    it("serves them as given when no ServiceEntry names the host, with an automatic VIP like any address-less service", () => {
       const s = buildSnapshot(undefined, [fileState({}), consul()], MESH);
-      expect(s.services.get("default/payments.service.consul")).to.deep.equal(consulService);
+      const { autoAddresses, ...served } = s.services.get("default/payments.service.consul")!;
+      expect(served).to.deep.equal(consulService);
+      expect(autoAddresses).to.deep.equal(allocateVips([consulService]).get(consulService.key));
       expect(s.endpoints.get("default/payments.service.consul")).to.deep.equal(consulEndpoints);
     });
 

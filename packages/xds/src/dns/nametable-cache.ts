@@ -8,7 +8,7 @@
 // allocated once per snapshot, over all services.
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
-import { allocateVips, type RegistrySnapshot } from "@vmpilot/registry";
+import type { RegistrySnapshot } from "@vmpilot/registry";
 import type { ProxyView } from "../proxy-view.js";
 import type { SnapshotCache } from "../server/control-plane.js";
 import type { EncodedResource } from "../server/resources.js";
@@ -29,7 +29,8 @@ export class NameTableCache {
     const routingKept = prev && this.routing && snapshot.version === prev.version + 1 && !snapshot.changes.full && snapshot.changes.routing.size === 0;
     if (!routingKept) this.routing = new RoutingIndex(snapshot.configs);
     this.snapshot = snapshot;
-    this.vips = allocateVips(snapshot.services.values());
+    // The snapshot carries each service's allocated VIPs; one allocation, one answer, everywhere.
+    this.vips = new Map([...snapshot.services.values()].flatMap((s) => (s.autoAddresses ? [[s.key, s.autoAddresses] as const] : [])));
     this.byView.clear();
   }
 
