@@ -245,6 +245,52 @@ describe("fleet files (static checks: nothing here boots a VM or runs systemd)",
       expect(directive(fs.readFileSync(at("systemd/vmpilot-agent-iptables.service"), "utf8"), "ExecStop")).to.deep.equal(expected);
     });
 
+    it("the capture unit's start and stop, run for real in a private network namespace, install then remove every rule", function () {
+      requireOrSkip(this, process.getuid?.() === 0, "applying iptables rules needs root");
+      requireTool(this, "ip", "iproute2");
+      requireTool(this, "iptables", "iptables");
+      const unit = fs.readFileSync(at("systemd/vmpilot-agent-iptables.service"), "utf8");
+      const ns = `vmpilot-fleet-${process.pid}`;
+      const inNs = (cmd: string, args: string[]) => run("ip", ["netns", "exec", ns, cmd, ...args]);
+      const natRules = () => {
+        const r = inNs("iptables-save", ["-t", "nat"]);
+        expect(r.status, r.output).to.equal(0);
+        return r.output.split("\n").filter((l) => l.includes("VMPILOT"));
+      };
+      // ExecStart, with the built CLI swapped for its TypeScript source and the testbed's vm1 config.
+      const [start] = directive(unit, "ExecStart");
+      const startArgs = start!.split(" ").slice(2);
+      expect(startArgs).to.deep.equal(["iptables", "--config", "/etc/vmpilot/agent.yaml"]);
+      const apply = () =>
+        inNs(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", at("packages/agent/src/cli.ts"), "iptables", "--config", at("vagrant/config/agent/vm1.yaml")]);
+      const stop = () =>
+        directive(unit, "ExecStop").forEach((line) => {
+          const [prog, ...args] = line.replace(/^-/, "").split(" ");
+          inNs(prog!, args); // `-`: a failing step does not stop the others, as under systemd
+        });
+
+      const added = run("ip", ["netns", "add", ns]);
+      expect(added.status, added.output).to.equal(0);
+      try {
+        const first = apply();
+        expect(first.status, first.output).to.equal(0);
+        const rules = natRules();
+        expect(rules).to.include("-A OUTPUT -p tcp -j VMPILOT_OUTPUT");
+        expect(rules).to.include("-A PREROUTING -p tcp -j VMPILOT_INBOUND");
+        expect(rules.some((l) => l.includes("--uid-owner 1337"))).to.equal(true);
+        // A second start (systemctl restart) replaces the rules instead of stacking them.
+        expect(apply().status).to.equal(0);
+        expect(natRules()).to.deep.equal(rules);
+        stop();
+        expect(natRules()).to.deep.equal([]);
+        // Stopping again with nothing installed leaves nothing behind either.
+        stop();
+        expect(natRules()).to.deep.equal([]);
+      } finally {
+        run("ip", ["netns", "del", ns]);
+      }
+    });
+
     it("the env files document only variables something reads", () => {
       const known = environmentOverrides();
       const agentEnv = fs.readFileSync(at("systemd/vmpilot-agent.env"), "utf8");
