@@ -1,5 +1,6 @@
-// `vmpilot diff` as a reviewer or a CI job runs it: a real child process from the TypeScript sources, on two
-// copies of config/examples (one of them a real git checkout), checked by exit code and output.
+// `vmpilot diff` as a reviewer or a CI job runs it: a real child process from the TypeScript sources (the
+// option variants in-process through the command's own action function, to keep the suite quick), on copies
+// of config/examples (one of them a real git checkout), checked by exit code and output.
 import { expect } from "chai";
 import { execFile, spawn } from "node:child_process";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -7,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { runDiff, type DiffOptions } from "../src/cli/diff.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "packages/xds/src/cli.ts");
@@ -28,6 +30,14 @@ function vmpilot(args: string[]): Promise<Run> {
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** The same command in-process (what the action calls), for the cases where a child process adds nothing. */
+async function diffInProcess(args: string[], opts: Partial<DiffOptions> = {}): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  const code = await runDiff(args[0]!, args[1]!, { proxy: [], defaultProxies: true, output: "text", ...opts }, { out: { write: (s) => (stdout += s) }, err: { write: (s) => (stderr += s) } });
+  return { code, stdout, stderr };
 }
 
 const run = promisify(execFile);
@@ -102,7 +112,7 @@ describe("vmpilot diff (CLI)", function () {
   });
 
   it("--output json carries every view and field", async () => {
-    const r = await vmpilot(["diff", base, changed, "--output", "json"]);
+    const r = await diffInProcess([base, changed], { output: "json" });
     expect(r.code, r.stderr).to.equal(1);
     const j = JSON.parse(r.stdout) as {
       changed: boolean;
@@ -117,7 +127,7 @@ describe("vmpilot diff (CLI)", function () {
   });
 
   it("--proxy with --no-default-proxies compares only the named views", async () => {
-    const r = await vmpilot(["diff", base, changed, "--no-default-proxies", "--proxy", "grpc:payments", "--proxy", "payments/app=ledger"]);
+    const r = await diffInProcess([base, changed], { defaultProxies: false, proxy: ["grpc:payments", "payments/app=ledger"] });
     expect(r.code, r.stderr).to.equal(1);
     expect(r.stdout).to.contain("2 of 2 proxy views change, in namespaces payments");
     expect(r.stdout).to.contain("    gRPC client in payments [--proxy]");
@@ -133,10 +143,10 @@ describe("vmpilot diff (CLI)", function () {
   });
 
   it("exits 2 on a missing directory and on a malformed --proxy", async () => {
-    const missing = await vmpilot(["diff", base, join(tmp, "nope")]);
+    const missing = await diffInProcess([base, join(tmp, "nope")]);
     expect(missing.code).to.equal(2);
     expect(missing.stderr).to.contain(`${join(tmp, "nope")}:1:1: error: no such file or directory`);
-    const bad = await vmpilot(["diff", base, same, "--proxy", "shop/app"]);
+    const bad = await diffInProcess([base, same], { proxy: ["shop/app"] });
     expect(bad.code).to.equal(2);
     expect(bad.stderr).to.contain("label 'app' is not KEY=VALUE");
   });
@@ -161,12 +171,14 @@ describe("vmpilot diff (CLI)", function () {
     const headSha = await git(repo, "rev-parse", "HEAD");
     expect(headSha).to.not.equal(baseSha);
 
-    const r = await vmpilot(["diff", join(tmp, "base-worktree/config"), join(repo, "config")]);
+    // The flags go through the real command line here (the in-process cases above skip commander).
+    const r = await vmpilot(["diff", join(tmp, "base-worktree/config"), join(repo, "config"), "--no-default-proxies", "--proxy", "shop", "-o", "text"]);
     expect(r.code, r.stderr).to.equal(1);
     expect(r.stdout.split("\n").slice(0, 2)).to.deep.equal([
       `--- ${join(tmp, "base-worktree/config")} (git ${baseSha.slice(0, 12)})`,
       `+++ ${join(repo, "config")} (git ${headSha.slice(0, 12)})`,
     ]);
+    expect(r.stdout).to.contain("1 of 1 proxy view change, in namespaces shop");
     expect(r.stdout).to.contain("weight: 80 -> 75");
   });
 });
