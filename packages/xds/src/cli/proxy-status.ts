@@ -10,6 +10,7 @@ export interface SynczEntry {
   namespace: string;
   protocol: string;
   streamId: string;
+  connectedAt?: string;
   types: Record<string, { sent?: { nonce: string; version: string }; acked?: { nonce: string; version: string }; pending: boolean; lastNack?: { nonce: string; message: string } }>;
 }
 
@@ -28,12 +29,20 @@ export function syncState(t: SynczEntry["types"][string] | undefined): SyncState
   return "STALE";
 }
 
-export function formatTable(entries: SynczEntry[]): string {
-  const header = ["NAME", "KIND", "NAMESPACE", "PROTOCOL", ...TYPES, "VERSION"];
-  const rows = entries.map((e) => {
-    const versions = new Set(TYPES.map((t) => e.types[t]?.acked?.version).filter(Boolean));
-    return [e.proxyId, e.kind, e.namespace, e.protocol, ...TYPES.map((t) => (e.types[t] ? syncState(e.types[t]) : "-")), versions.size === 1 ? [...versions][0]! : versions.size === 0 ? "" : "(per type)"];
-  });
+/** `42s`, `7m`, `3h`, `2d`: how long a stream has been connected. */
+export function age(fromIso: string | undefined, now = Date.now()): string {
+  if (!fromIso) return "";
+  const s = Math.max(0, Math.floor((now - Date.parse(fromIso)) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m`;
+  if (s < 172800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** One row per stream; "-" for a type the proxy never asked for. */
+export function formatTable(entries: SynczEntry[], now = Date.now()): string {
+  const header = ["NAME", "KIND", "NAMESPACE", "PROTOCOL", ...TYPES, "AGE"];
+  const rows = entries.map((e) => [e.proxyId, e.kind, e.namespace, e.protocol, ...TYPES.map((t) => (e.types[t] ? syncState(e.types[t]) : "-")), age(e.connectedAt, now)]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("   ").trimEnd()).join("\n") + "\n";
 }

@@ -46,6 +46,9 @@ export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.max_concurrent_streams": 100,
   // channelz keeps per-call records: real memory at fleet scale, for a debug view we do not serve.
   "grpc.enable_channelz": 0,
+  // A delta reconnect lists every resource the proxy has (initial_resource_versions): megabytes in a large
+  // mesh, past gRPC's 4 MB default.
+  "grpc.max_receive_message_length": 64 * 1024 * 1024,
 };
 
 /** GRPC_SERVER_OPTIONS plus the configured connection age (spreads proxies over replicas after a scale-out). */
