@@ -143,10 +143,10 @@ describe("generators: mTLS", () => {
     const ctx = tls.common_tls_context;
     expect(ctx.tls_certificate_sds_secret_configs[0].name).to.equal("default");
     expect(ctx.combined_validation_context.validation_context_sds_secret_config.name).to.equal("ROOTCA");
-    expect(ctx.combined_validation_context.default_validation_context.match_subject_alt_names).to.deep.equal([
-      { exact: "spiffe://cluster.local/ns/app/sa/orders" },
-      { exact: "spiffe://cluster.local/ns/app/sa/orders-canary" },
-      { exact: "spiffe://legacy.example/orders" },
+    expect(ctx.combined_validation_context.default_validation_context.match_typed_subject_alt_names).to.deep.equal([
+      { san_type: "URI", matcher: { exact: "spiffe://cluster.local/ns/app/sa/orders" } },
+      { san_type: "URI", matcher: { exact: "spiffe://cluster.local/ns/app/sa/orders-canary" } },
+      { san_type: "URI", matcher: { exact: "spiffe://legacy.example/orders" } },
     ]);
     // Only identity-bearing endpoints are tagged for the mTLS transport socket.
     const cla = byName(generate(snap, sidecarView("app")).endpoints, "outbound|8080||static.app.mesh");
@@ -303,7 +303,6 @@ describe("generators: DestinationRule policy and VirtualService routes", () => {
         { name: "outbound|9080|v1|reviews.shop.mesh", weight: 75 },
         { name: "outbound|9080|v3|reviews.shop.mesh", weight: 25 },
       ],
-      total_weight: 100,
     });
     expect(split.route.timeout).to.equal("3s");
     expect(split.route.retry_policy).to.deep.include({ retry_on: "5xx,unavailable,retriable-status-codes", num_retries: 4, per_try_timeout: "1s", retriable_status_codes: [503] });
@@ -338,7 +337,6 @@ describe("generators: DestinationRule policy and VirtualService routes", () => {
     const split = vh.routes[1].route;
     expect(split.max_stream_duration).to.deep.equal({ max_stream_duration: "3s", grpc_timeout_header_max: "3s" });
     expect(split.retry_policy).to.deep.equal({ retry_on: "unavailable", num_retries: 4 });
-    expect(split.weighted_clusters.total_weight).to.equal(undefined);
   });
 
   it("gRPC: no fault filter when no route injects faults", () => {

@@ -171,9 +171,8 @@ function clusterSpecifier(route: HTTPRoute, port: number, ctx: RouteContext): { 
     if (ctx.flavor === "envoy") Object.assign(c, headerOps(d.headers?.request, "request"), headerOps(d.headers?.response, "response"));
     return c;
   });
-  const wc: Json = { clusters };
-  if (ctx.flavor === "envoy") wc.total_weight = weighted.reduce((s, x) => s + x.w, 0);
-  return { spec: { weighted_clusters: wc } };
+  // No total_weight: it is deprecated, and Envoy (like gRPC) uses the sum of the weights.
+  return { spec: { weighted_clusters: { clusters } } };
 }
 
 function routeAction(route: HTTPRoute, port: number, ctx: RouteContext): Json | undefined {

@@ -43,6 +43,12 @@ export function meshSans(service: Service, endpoints: readonly Endpoint[]): stri
   return [...sans].sort();
 }
 
+/** Envoy: typed SAN matchers (URI for SPIFFE ids and other URIs, DNS otherwise). */
+function typedSanMatchers(sans: readonly string[]): Json[] {
+  return sans.map((s) => ({ san_type: s.includes("://") ? "URI" : "DNS", matcher: { exact: s } }));
+}
+
+/** gRPC reads only the older, untyped `match_subject_alt_names` (deprecated in Envoy, required by grpc-js-xds). */
 function sanMatchers(sans: readonly string[]): Json[] {
   return sans.map((s) => ({ exact: s }));
 }
@@ -53,7 +59,7 @@ function tlsSocket(ctx: Json): Json {
 
 export function istioMutualSocket(port: number, subset: string | undefined, host: string, sans: readonly string[], sds?: SdsPaths): Json {
   const defaultValidation: Json = {};
-  if (sans.length > 0) defaultValidation.match_subject_alt_names = sanMatchers(sans);
+  if (sans.length > 0) defaultValidation.match_typed_subject_alt_names = typedSanMatchers(sans);
   return tlsSocket({
     common_tls_context: {
       tls_certificate_sds_secret_configs: [{ name: SDS_CERT_SECRET, sds_config: sdsSource(sds?.default) }],
@@ -75,7 +81,7 @@ export function fileTlsSocket(tls: ClientTLSSettings, host: string): Json {
   }
   if (tls.caCertificates && !tls.insecureSkipVerify) {
     const v: Json = { trusted_ca: { filename: tls.caCertificates } };
-    if (tls.subjectAltNames?.length) v.match_subject_alt_names = sanMatchers(tls.subjectAltNames);
+    if (tls.subjectAltNames?.length) v.match_typed_subject_alt_names = typedSanMatchers(tls.subjectAltNames);
     common.validation_context = v;
   }
   // Istio's default SNI for SIMPLE/MUTUAL is the destination host (wildcards cannot be an SNI).
