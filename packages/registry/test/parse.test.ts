@@ -379,6 +379,13 @@ describe("parseDocuments: ServiceEntry rules", () => {
     clean(base("  resolution: DYNAMIC_DNS\n").replace("api.example.com", '"*.example.com"'));
   });
 
+  it("warns that DYNAMIC_DNS cannot serve a port without Host header or SNI", () => {
+    const ports = `  ports:\n  - number: 80\n    name: http\n    protocol: HTTP\n  - number: 9000\n    name: raw\n    protocol: TCP\n`;
+    const p = expectOne(base("  resolution: DYNAMIC_DNS\n", ports).replace("api.example.com", '"*.example.com"'), "warning", /DYNAMIC_DNS resolves each request's Host header \(HTTP\) or TLS SNI; TCP port 9000 carries neither/, "TCP");
+    expect(p.field).to.equal("spec.ports[1].protocol");
+    clean(base("  resolution: DYNAMIC_DNS\n", `  ports:\n  - number: 8443\n    name: https\n    protocol: HTTPS\n  - number: 8080\n    name: grpc\n    protocol: GRPC\n`).replace("api.example.com", '"*.example.com"'));
+  });
+
   it("warns that resolution NONE on an L4 port without addresses opens the port to any IP", () => {
     const tcp = `  ports:\n  - number: 5432\n    name: pg\n    protocol: TCP\n`;
     const p = expectOne(base("  resolution: NONE\n", tcp), "warning", /resolution NONE on TCP port 5432 without 'addresses' opens port 5432 to any IP/, "5432");

@@ -9,6 +9,8 @@ export const RESOLUTIONS = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC
 
 /** Protocols whose traffic is matched by Host header; any other port under resolution NONE is matched by port alone. */
 const HOST_MATCHED = new Set(["HTTP", "HTTP2", "GRPC"]);
+/** Protocols whose connections name their host in the TLS SNI. */
+const SNI_MATCHED = new Set(["HTTPS", "TLS"]);
 
 export const serviceEntrySpec = () =>
   obj(
@@ -121,6 +123,12 @@ function checkServiceEntry(se: ServiceEntrySpec, r: RuleContext): void {
       se.hosts.forEach((h, i) => {
         if (!h.startsWith("*.")) r.error(se.hosts, i, `spec.hosts[${i}]: resolution DYNAMIC_DNS requires wildcard hosts ('*.example.com'), not '${h}'`);
       });
+      // The name to resolve comes from the Host header or the TLS SNI; other protocols carry neither.
+      for (const p of ports) {
+        if (!HOST_MATCHED.has(p.protocol) && !SNI_MATCHED.has(p.protocol)) {
+          r.warning(p, "protocol", `resolution DYNAMIC_DNS resolves each request's Host header (HTTP) or TLS SNI; ${p.protocol} port ${p.number} carries neither, so it is not served (use HTTP, HTTPS or TLS, or a DNS/STATIC ServiceEntry for it)`);
+        }
+      }
       break;
   }
   checkExportTo(se, r);
