@@ -92,7 +92,7 @@ export class AdsServer {
     const queue: Buffer[] = [];
     let ended = false;
 
-    const process = (buf: Buffer): void => {
+    const handleRequest = (buf: Buffer): void => {
       if (ended || !stream) return;
       let req;
       try {
@@ -135,24 +135,34 @@ export class AdsServer {
         }
       }
       if (ended) return; // the client went away while we were deciding
-      const s = protocol === "sotw" ? new SotwStream(protocol, view, call.getPeer(), this.opts.source, (m) => call.write(m), this.opts.observer) : new DeltaStream(protocol, view, call.getPeer(), this.opts.source, (m) => call.write(m), this.opts.observer);
+      if (this.draining) {
+        ended = true;
+        call.emit("error", { code: grpc.status.UNAVAILABLE, details: "control plane is shutting down" });
+        return;
+      }
+      const Stream = protocol === "sotw" ? SotwStream : DeltaStream;
+      const s = new Stream(protocol, view, call.getPeer(), this.opts.source, (m) => call.write(m), this.opts.observer);
       stream = s;
       this.streams.add(s);
       this.calls.set(s, call);
       this.opts.observer?.connected?.(s);
       log?.info("xDS stream connected", { proxy: view.id, kind: view.kind, namespace: view.namespace, protocol, peer: s.peer, stream: s.streamId });
-      process(buf);
-      for (const b of queue.splice(0)) process(b);
+      handleRequest(buf);
+      for (const b of queue.splice(0)) handleRequest(b);
     };
 
     call.on("data", (buf: Buffer) => {
       if (ended) return;
-      if (stream) return process(buf);
+      if (stream) return handleRequest(buf);
       if (admitting) {
         queue.push(buf);
         return;
       }
-      admitting = admit(buf);
+      admitting = admit(buf).catch((err: unknown) => {
+        log?.error("admitting an xDS stream failed", { error: err });
+        ended = true;
+        call.emit("error", { code: grpc.status.INTERNAL, details: `cannot serve this stream: ${(err as Error).message}` });
+      });
     });
     const finish = (why: string): void => {
       if (ended && !stream) return;
