@@ -3,18 +3,18 @@
 import fs from "node:fs/promises";
 import { envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
 import { grpcBootstrap } from "./bootstrap/grpc.js";
+import { xdsNode } from "./bootstrap/node.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
-import type { AgentConfig } from "./config.js";
+import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
 import { EnvoySupervisor } from "./envoy-supervisor.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
+import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
 import { findOnPath } from "./iptables-apply.js";
 import { agentLogger, type Logger } from "./log.js";
 import { Prober } from "./probes.js";
 import { StatusServer, type Readiness } from "./status-server.js";
 import { xdsProxyFor, type XdsProxy } from "./xds-proxy.js";
-import { xdsNode } from "./bootstrap/node.js";
-import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
 
 /** A start-up problem the operator must fix (missing Envoy binary, unreadable files): exit 1 with this message. */
 export class AgentStartError extends Error {
@@ -180,10 +180,9 @@ export class Agent {
   }
 
   private xdsHealthReporter(): HealthReporter {
-    const host = this.cfg.controlPlane.host.includes(":") ? `[${this.cfg.controlPlane.host}]` : this.cfg.controlPlane.host;
     const kind = this.cfg.proxy.kind === "grpc" ? "grpc" : this.cfg.proxy.kind === "gateway" ? "gateway" : "sidecar";
     return new XdsHealthReporter({
-      upstream: { address: `${host}:${this.cfg.controlPlane.port}`, rootCaFile: this.cfg.controlPlane.rootCertFile, expectedSan: this.cfg.controlPlane.san },
+      upstream: { address: controlPlaneTarget(this.cfg), rootCaFile: this.cfg.controlPlane.rootCertFile, expectedSan: this.cfg.controlPlane.san },
       node: xdsNode(this.cfg, kind),
       certificate: () => this.rotator.current,
       logger: this.log,

@@ -10,7 +10,7 @@ import { requestCertificate } from "@vmpilot/xds/ca/client";
 import { generateKeyAndCsr } from "@vmpilot/xds/ca/csr";
 import { Backoff, sleep } from "./backoff.js";
 import { sdsRootCa, sdsTlsCertificate } from "./bootstrap/envoy.js";
-import type { AgentConfig } from "./config.js";
+import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
 import type { Logger } from "./log.js";
 
@@ -25,7 +25,7 @@ export function caIssuer(cfg: AgentConfig): CertificateIssuer {
     async issue(req) {
       const rootCaPem = await fs.readFile(cfg.controlPlane.rootCertFile, "utf8");
       return requestCertificate({
-        address: `${cfg.controlPlane.host.includes(":") ? `[${cfg.controlPlane.host}]` : cfg.controlPlane.host}:${cfg.controlPlane.port}`,
+        address: controlPlaneTarget(cfg),
         csrPem: req.csrPem,
         rootCaPem,
         expectedServerSan: cfg.controlPlane.san,

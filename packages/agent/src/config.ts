@@ -479,6 +479,12 @@ export function parseAgentConfig(text: string, file: string, env: NodeJS.Process
   return cfg;
 }
 
+/** `host:port` (IPv6 in brackets) of the control plane's secure port, as gRPC targets spell it. */
+export function controlPlaneTarget(cfg: AgentConfig): string {
+  const h = cfg.controlPlane.host;
+  return `${h.includes(":") ? `[${h}]` : h}:${cfg.controlPlane.port}`;
+}
+
 /** Reads the config file (when given) and applies the process environment. */
 export function loadAgentConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const text = file ? fs.readFileSync(file, "utf8") : "";

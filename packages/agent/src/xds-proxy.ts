@@ -13,7 +13,7 @@ import fs from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
 import { securePortChannelCredentials } from "@vmpilot/xds/ca/client";
 import type { CertificateBundle } from "./certs.js";
-import type { AgentConfig } from "./config.js";
+import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import type { Logger } from "./log.js";
 
 const ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -120,9 +120,8 @@ export class XdsProxy {
 
 /** The proxy as the agent configures it (its listen address is the gRPC bootstrap's xds server_uri). */
 export function xdsProxyFor(cfg: AgentConfig, certificate: () => CertificateBundle | undefined, logger: Logger): XdsProxy {
-  const host = cfg.controlPlane.host.includes(":") ? `[${cfg.controlPlane.host}]` : cfg.controlPlane.host;
   return new XdsProxy({
-    upstream: { address: `${host}:${cfg.controlPlane.port}`, rootCaFile: cfg.controlPlane.rootCertFile, expectedSan: cfg.controlPlane.san },
+    upstream: { address: controlPlaneTarget(cfg), rootCaFile: cfg.controlPlane.rootCertFile, expectedSan: cfg.controlPlane.san },
     certificate,
     logger,
   });

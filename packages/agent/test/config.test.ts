@@ -52,7 +52,7 @@ describe("agent config", () => {
     const lines = problemsOf(BASE_YAML + "proxy:\n  kind: envoy\n  envoyBinry: /usr/bin/envoy\nnamspace: x\n");
     const base = BASE_YAML.split("\n").length; // line number of the first appended line
     expect(lines).to.include.members([
-      `agent.yaml:${base + 2}:3: error: unknown field "proxy.envoyBinry" (known here: kind, xdsTransport, envoyBinary, drainDuration, parentShutdownDuration, logLevel, concurrency)`,
+      `agent.yaml:${base + 2}:3: error: unknown field "proxy.envoyBinry" (known here: kind, xdsTransport, envoyBinary, drainDuration, parentShutdownDuration, logLevel, concurrency, adminPort)`,
     ]);
     expect(lines.some((l) => l.startsWith(`agent.yaml:${base + 3}:1: error: unknown field "namspace"`))).to.equal(true);
   });
