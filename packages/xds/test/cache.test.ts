@@ -233,4 +233,70 @@ spec:
     // Every CLA of the mesh encoded once for 100 proxies in 10 namespaces.
     expect(encodes.filter((e) => e.typeUrl === TypeUrl.ClusterLoadAssignment).length).to.equal(byName.size);
   });
+
+  it("stays equal to generate() through a sequence of changes of every kind", () => {
+    const base = largeMeshYaml(40, 4)["large.yaml"]!;
+    const wl = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: own, namespace: ns1 }
+spec:
+  hosts: [own.ns1.mesh]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 7000, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: own } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: own-1, namespace: ns1 }
+spec: { address: 10.9.0.1, labels: { app: own }, serviceAccount: own }`;
+    const steps: { what: string; files: Record<string, string>; mesh?: { outboundTrafficPolicy: "REGISTRY_ONLY" } }[] = [
+      { what: "initial", files: { "m.yaml": base } },
+      { what: "endpoint moved", files: { "m.yaml": base.replace("10.0.3.1,", "10.0.3.77,") } },
+      { what: "workload joins", files: { "m.yaml": base.replace("10.0.3.1,", "10.0.3.77,"), "w.yaml": wl } },
+      { what: "identity change", files: { "m.yaml": base.replace("10.0.3.1,", "10.0.3.77,").replace("serviceAccount: sa5,", "serviceAccount: other,"), "w.yaml": wl } },
+      {
+        what: "new DestinationRule in the proxy namespace",
+        files: {
+          "m.yaml": base,
+          "w.yaml": wl,
+          "dr.yaml": `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: local, namespace: ns1 }
+spec: { host: "*.ns2.mesh", trafficPolicy: { tls: { mode: DISABLE }, loadBalancer: { consistentHash: { httpHeaderName: x-k } } } }`,
+        },
+      },
+      { what: "exportTo narrowed", files: { "m.yaml": base.replace("hosts: [svc6.ns2.mesh]", "hosts: [svc6.ns2.mesh]\n  exportTo: [\".\"]"), "w.yaml": wl } },
+      {
+        what: "Sidecar scope",
+        files: {
+          "m.yaml": base,
+          "w.yaml": wl,
+          "sc.yaml": `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: default, namespace: ns1 }
+spec: { egress: [{ hosts: ["./*", "ns3/*"] }] }`,
+        },
+      },
+      { what: "service removed", files: { "m.yaml": base.split("---").filter((d) => !d.includes("svc7.ns3.mesh")).join("---"), "w.yaml": wl } },
+      { what: "mesh policy", files: { "m.yaml": base, "w.yaml": wl }, mesh: { outboundTrafficPolicy: "REGISTRY_ONLY" } },
+    ];
+    const views = [sidecarView("ns1", { ips: ["10.9.0.1"] }), sidecarView("ns2"), grpcView("ns1"), grpcView("ns3"), { ...sidecarView("ns0"), kind: "gateway" as const }];
+    const cache = new ResourceCache();
+    let snap: RegistrySnapshot | undefined;
+    for (const step of steps) {
+      snap = snapshotOf(step.files, step.mesh ?? {}, snap);
+      cache.update(snap);
+      for (const view of views) {
+        const g = generate(snap, view);
+        for (const [k, typeUrl] of KINDS) {
+          const want: Record<string, string> = {};
+          for (const [n, j] of g[k]) want[n] = contentVersion(encodeJson(typeNameOfUrl(typeUrl), j));
+          const got: Record<string, string> = {};
+          for (const [n, r] of cache.resources(view, typeUrl)) got[n] = r.version;
+          expect(got, `${step.what}: ${view.kind}/${view.namespace} ${k}`).to.deep.equal(want);
+        }
+      }
+    }
+  });
 });
