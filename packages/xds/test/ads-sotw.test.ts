@@ -270,6 +270,29 @@ describe("ADS state of the world", function () {
     expect(st.types.map((t) => t.typeUrl)).to.not.include(HEALTH);
   });
 
+  it("keeps the stream when the source fails for one type, and serves that type on the next push", async function () {
+    let broken = true;
+    const failures: string[] = [];
+    const flaky = { resources: (view: Parameters<StaticSource["resources"]>[0], typeUrl: string) => {
+      if (broken && typeUrl === EDS) throw new Error("generator bug");
+      return source.resources(view, typeUrl);
+    } };
+    ads = new AdsServer({ source: flaky, observer: { sourceFailed: (_s, typeUrl, err) => failures.push(`${typeUrl}: ${(err as Error).message}`) } });
+    server.forceShutdown();
+    ({ address, server } = await startAds(ads));
+    const c = connect();
+    c.send({ node: testNode("grpc-1"), type_url: EDS, resource_names: ["a"] });
+    c.send({ type_url: CDS, resource_names: ["a"] });
+    const cds = await c.next();
+    expect(cds.type_url).to.equal(CDS); // CDS served; EDS not (and not answered empty: that would be a lie)
+    expect(failures).to.deep.equal([`${EDS}: generator bug`, `${EDS}: generator bug`]);
+    broken = false;
+    ads.push();
+    const eds = await c.next();
+    expect(eds.type_url).to.equal(EDS);
+    expect(names(eds)).to.deep.equal(["a"]);
+  });
+
   it("ends a stream the client half-closes with OK and forgets it", async function () {
     const c = connect();
     c.send({ node: testNode("grpc-1"), type_url: CDS, resource_names: ["a"] });

@@ -37,7 +37,19 @@ export class AdsServer {
   private readonly calls = new Map<XdsStream, AdsCall>();
   private draining = false;
 
-  constructor(private readonly opts: AdsServerOptions) {}
+  constructor(private readonly opts: AdsServerOptions) {
+    const observer = opts.observer ?? {};
+    this.opts = {
+      ...opts,
+      observer: {
+        ...observer,
+        sourceFailed: (s, typeUrl, err) => {
+          opts.log?.error("generating resources failed; the proxy keeps its current config", { proxy: s.view.id, type: typeUrl, error: err });
+          observer.sourceFailed?.(s, typeUrl, err);
+        },
+      },
+    };
+  }
 
   readonly definition: grpc.ServiceDefinition = adsServiceDefinition();
 

@@ -11,6 +11,7 @@ export class ControlPlaneMetrics {
   private readonly pushLatency: client.Histogram<"type">;
   private readonly nacks: client.Counter<"type">;
   private readonly streamsOpened: client.Counter<"protocol">;
+  private readonly generationErrors: client.Counter<"type">;
 
   constructor(opts: { streams: () => Iterable<XdsStream>; snapshot: () => RegistrySnapshot | undefined }) {
     const registers = [this.registry];
@@ -40,6 +41,12 @@ export class ControlPlaneMetrics {
       help: "From a registry change to the proxy's ACK of the response carrying it.",
       labelNames: ["type"],
       buckets: [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10],
+      registers,
+    });
+    this.generationErrors = new client.Counter({
+      name: "vmpilot_xds_generation_errors_total",
+      help: "Failures to generate a proxy's resources of one type (a bug: the proxy keeps its config), by type.",
+      labelNames: ["type"],
       registers,
     });
     this.nacks = new client.Counter({ name: "vmpilot_xds_nacks_total", help: "Responses rejected by proxies (NACKs), by type.", labelNames: ["type"], registers });
@@ -127,6 +134,7 @@ export class ControlPlaneMetrics {
         if (latencyMs !== undefined) this.pushLatency.observe({ type: shortType(typeUrl) }, latencyMs / 1000);
       },
       nacked: (_s, typeUrl) => this.nacks.inc({ type: shortType(typeUrl) }),
+      sourceFailed: (_s, typeUrl) => this.generationErrors.inc({ type: shortType(typeUrl) }),
     };
   }
 }

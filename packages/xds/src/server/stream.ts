@@ -12,6 +12,8 @@ export interface StreamObserver {
   sent?(stream: XdsStream, typeUrl: string, resources: number, removed: number): void;
   acked?(stream: XdsStream, typeUrl: string, latencyMs: number | undefined): void;
   nacked?(stream: XdsStream, typeUrl: string, message: string): void;
+  /** The source failed to produce this type for this proxy: nothing is sent for it until the next push. */
+  sourceFailed?(stream: XdsStream, typeUrl: string, error: unknown): void;
 }
 
 export interface HealthReport {
@@ -223,7 +225,14 @@ export abstract class XdsStream {
     const states = [...this.types.values()].sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl));
     const plans = new Map<TypeState, Plan>();
     for (const s of states) {
-      const all = this.available(s.typeUrl);
+      let all: ReadonlyMap<string, EncodedResource>;
+      try {
+        all = this.available(s.typeUrl);
+      } catch (err) {
+        // A generator bug for one view must not end the stream: the proxy keeps what it has, the next push retries.
+        this.observer.sourceFailed?.(this, s.typeUrl, err);
+        continue;
+      }
       // Pushes reach every stream; most have nothing to do. When the source handed out the same map as last
       // time and nothing happened on the stream since, the last "nothing to do" still holds: skip the diff.
       if (!s.force && s.clean && s.clean.source === all && s.clean.gen === s.gen) {
@@ -235,12 +244,14 @@ export abstract class XdsStream {
       s.clean = idle ? { source: all, gen: s.gen } : undefined;
       plans.set(s, p);
     }
+    // A type whose source failed counts as busy: removals elsewhere wait for it.
     const hasChanges = (s: TypeState): boolean => {
-      const p = plans.get(s)!;
-      return s.force || p.upserts.length > 0 || p.notices.length > 0;
+      const p = plans.get(s);
+      return !p || s.force || p.upserts.length > 0 || p.notices.length > 0;
     };
     for (const s of states) {
-      const p = plans.get(s)!;
+      const p = plans.get(s);
+      if (!p) continue;
       const wants = hasChanges(s) || p.removals.length > 0;
       if (!wants) continue;
       if (s.inflight) {
@@ -250,7 +261,7 @@ export abstract class XdsStream {
       }
       const removeNow =
         p.removals.length > 0 &&
-        states.every((o) => o === s || (!o.inflight && !hasChanges(o) && (removalRank(o.typeUrl) >= removalRank(s.typeUrl) || plans.get(o)!.removals.length === 0)));
+        states.every((o) => o === s || (!o.inflight && !hasChanges(o) && (removalRank(o.typeUrl) >= removalRank(s.typeUrl) || plans.get(o)?.removals.length === 0)));
       if (!hasChanges(s) && !removeNow) continue;
       const nonce = this.nextNonce();
       const out = this.respond(s, p, removeNow, nonce);
