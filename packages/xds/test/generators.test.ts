@@ -378,6 +378,13 @@ describe("generators: listeners and outbound traffic policy", () => {
     expect(tcp.filter_chains[0].filter_chain_match.prefix_ranges).to.deep.equal([{ address_prefix: "10.50.0.0", prefix_len: 16 }]);
   });
 
+  it("interception TPROXY: transparent capture listeners", () => {
+    const g = generate(snapshotOf({ "app.yaml": RESOLUTIONS }), sidecarView("app", { interceptionMode: "TPROXY", ips: ["10.0.1.1"] }));
+    expect(byName(g.listeners, "virtualOutbound").transparent).to.equal(true);
+    expect(byName(g.listeners, "virtualInbound").transparent).to.equal(true);
+    expect(byName(generate(snapshotOf({ "app.yaml": RESOLUTIONS }), sidecarView("app")).listeners, "virtualOutbound").transparent).to.equal(undefined);
+  });
+
   it("interception NONE: no capture listeners", () => {
     const g = generate(snapshotOf({ "app.yaml": RESOLUTIONS }), sidecarView("app", { interceptionMode: "NONE" }));
     expect(g.listeners.size).to.equal(0);

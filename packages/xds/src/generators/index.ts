@@ -80,7 +80,7 @@ export interface InboundParts {
 export function inboundParts(ctx: GenContext, view: ProxyView): InboundParts {
   if (view.kind !== "sidecar" || view.interceptionMode === "NONE") return { clusters: [], listeners: [] };
   const ports = inboundPorts(ctx.snapshot, ctx.inbound, view);
-  return { clusters: ports.map(inboundCluster), listeners: [virtualInboundListener(ports)] };
+  return { clusters: ports.map(inboundCluster), listeners: [virtualInboundListener(ports, view.interceptionMode === "TPROXY")] };
 }
 
 function put(m: Map<string, object>, list: readonly Json[], key = "name"): void {

@@ -66,15 +66,18 @@ export function virtualOutboundListener(scope: Scope): Json {
     address: socketAddress("0.0.0.0", OUTBOUND_CAPTURE_PORT),
     use_original_dst: true,
     traffic_direction: "OUTBOUND",
+    // TPROXY keeps the original destination on the socket; Envoy must accept non-local addresses.
+    ...(scope.interceptionMode === "TPROXY" ? { transparent: true } : {}),
     default_filter_chain: { name: cluster, filters: [tcpProxy(cluster, { cluster })] },
   };
 }
 
-export function virtualInboundListener(ports: readonly InboundPort[]): Json {
+export function virtualInboundListener(ports: readonly InboundPort[], tproxy = false): Json {
   return {
     name: VIRTUAL_INBOUND_LISTENER,
     address: socketAddress("0.0.0.0", INBOUND_CAPTURE_PORT),
     traffic_direction: "INBOUND",
+    ...(tproxy ? { transparent: true } : {}),
     listener_filters: [
       { name: "envoy.filters.listener.original_dst", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" } },
     ],
