@@ -7,6 +7,8 @@ import type { RegistrySnapshot } from "@vmpilot/registry";
 import { generate, type GeneratedResources } from "../src/generators/index.js";
 import { proxyViewFromNode, type ProxyView } from "../src/proxy-view.js";
 import { resolveGatewayName } from "../src/generators/gateway-binding.js";
+import { ResourceCache } from "../src/cache.js";
+import { TypeUrl } from "../src/protos.js";
 import { canonicalResources, expectGolden, fixtureFiles } from "./fixtures/gateway/golden.js";
 import { sidecarView, snapshotOf } from "./fixtures/snapshots.js";
 
@@ -119,7 +121,7 @@ describe("gateway proxies", function () {
       expect(tls.require_client_certificate).to.equal(true);
       expect(tls.common_tls_context.validation_context).to.deep.equal({
         trusted_ca: { filename: "/etc/vmpilot/gateway/partner-ca.crt" },
-        match_subject_alt_names: [{ exact: "spiffe://partner.example/ns/billing/sa/client" }],
+        match_typed_subject_alt_names: [{ san_type: "URI", matcher: { exact: "spiffe://partner.example/ns/billing/sa/client" } }],
       });
       expect(tls.common_tls_context.tls_params).to.deep.equal({ tls_minimum_protocol_version: "TLSv1_3" });
       expect(filterOf(chains[0]!, "envoy.filters.network.http_connection_manager").rds.route_config_name).to.equal("https.443.https-files.partner-gateway.bookinfo");
@@ -203,6 +205,84 @@ describe("gateway proxies", function () {
     it("matches the golden files", () => {
       expectGolden("egress-sidecar", { listeners: { "0.0.0.0_80": sidecar.c.listeners["0.0.0.0_80"] }, routes: sidecar.c.routes, clusters: sidecar.c.clusters });
       expectGolden("egress-gateway", gateway.c);
+    });
+  });
+
+  describe("TCP servers and TLS terminated into TCP", () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: postgres, namespace: data }
+spec:
+  hosts: [postgres.data.mesh]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 5432, name: pg, protocol: TCP }]
+  endpoints: [{ address: 10.4.0.1 }, { address: 10.4.0.2, labels: { version: v2 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: data-gateway, namespace: data }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: 5432, name: pg, protocol: TCP }
+    hosts: ["*"]
+  - port: { number: 6432, name: pg-tls, protocol: TLS }
+    hosts: [pg.data.example]
+    tls: { mode: SIMPLE, credentialName: pg-cert }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: postgres, namespace: data }
+spec:
+  hosts: ["*"]
+  gateways: [data-gateway]
+  tcp:
+  - match: [{ port: 5432 }]
+    route: [{ destination: { host: postgres.data.mesh } }]
+  - match: [{ port: 6432 }]
+    route:
+    - { destination: { host: postgres.data.mesh, port: { number: 5432 } }, weight: 90 }
+    - { destination: { host: postgres.data.mesh, port: { number: 5432 }, subset: v2 }, weight: 10 }
+`;
+    const { c } = generated(snapshotOf({ "data.yaml": yaml }), INGRESS("data"));
+
+    it("a TCP server proxies to the first bound tcp route for its port", () => {
+      const l = c.listeners["0.0.0.0_5432"];
+      expect(l.listener_filters).to.equal(undefined);
+      expect(l.filter_chains).to.have.length(1);
+      expect(l.filter_chains[0].transport_socket).to.equal(undefined);
+      expect(filterOf(l.filter_chains[0], "envoy.filters.network.tcp_proxy").cluster).to.equal("outbound|5432||postgres.data.mesh");
+    });
+
+    it("a TLS server with SIMPLE terminates TLS (SDS credential, no ALPN) and splits by weight", () => {
+      const chain = c.listeners["0.0.0.0_6432"].filter_chains[0];
+      expect(chain.filter_chain_match).to.deep.equal({ server_names: ["pg.data.example"] });
+      const tls = tlsContext(chain);
+      expect(tls.common_tls_context.tls_certificate_sds_secret_configs[0].name).to.equal("pg-cert");
+      expect(tls.common_tls_context.alpn_protocols).to.equal(undefined);
+      expect(filterOf(chain, "envoy.filters.network.tcp_proxy").weighted_clusters.clusters).to.deep.equal([
+        { name: "outbound|5432||postgres.data.mesh", weight: 90 },
+        { name: "outbound|5432|v2|postgres.data.mesh", weight: 10 },
+      ]);
+    });
+  });
+
+  describe("served through the ResourceCache", () => {
+    it("a Gateway edit reaches the gateway's listeners and routes incrementally, exactly as generate() has them", () => {
+      const files = fixtureFiles("services.yaml", "ingress-simple.yaml");
+      const first = snapshotOf(files);
+      const cache = new ResourceCache();
+      cache.update(first);
+      const view = INGRESS("bookinfo");
+      expect([...cache.resources(view, TypeUrl.Listener).keys()].sort()).to.deep.equal(["0.0.0.0_443", "0.0.0.0_80"]);
+      const edited = { ...files, "ingress-simple.yaml": files["ingress-simple.yaml"]!.replace("number: 443, name: https", "number: 8443, name: https") };
+      const second = snapshotOf(edited, {}, first);
+      expect(second.changes.full).to.equal(false);
+      cache.update(second);
+      expect([...cache.resources(view, TypeUrl.Listener).keys()].sort()).to.deep.equal(["0.0.0.0_80", "0.0.0.0_8443"]);
+      expect([...cache.resources(view, TypeUrl.RouteConfiguration).keys()].sort()).to.deep.equal([...generate(second, view).routes.keys()].sort());
+      expect(cache.resources(view, TypeUrl.RouteConfiguration).has("https.8443.https.bookinfo-gateway.bookinfo")).to.equal(true);
     });
   });
 });

@@ -26,8 +26,9 @@ function sdsSource(path: string | undefined): Json {
   return path ? { path_config_source: { path }, resource_api_version: "V3" } : ADS_SOURCE;
 }
 
+/** Typed SAN matchers (the untyped field is deprecated in Envoy): URI for SPIFFE ids and other URIs, DNS otherwise. */
 function sanMatchers(sans: readonly string[] | undefined): Json {
-  return sans?.length ? { match_subject_alt_names: sans.map((s) => ({ exact: s })) } : {};
+  return sans?.length ? { match_typed_subject_alt_names: sans.map((s) => ({ san_type: s.includes("://") ? "URI" : "DNS", matcher: { exact: s } })) } : {};
 }
 
 /** The validation part of the common TLS context for modes that verify clients. */
