@@ -136,7 +136,10 @@ export function buildCluster(plan: ClusterPlan, service: Service, eps: readonly 
   Object.assign(cluster, ts);
   if (flavor === "envoy") {
     Object.assign(cluster, connectionPoolFields(cp, isHttp2(plan.port)));
-    if (cluster.type === "EDS") cluster.common_lb_config = { locality_weighted_lb_config: {} };
+    // Locality weights steer the zone-aware balancers; the hashing balancers (RING_HASH, MAGLEV) do not take them.
+    if (cluster.type === "EDS" && cluster.lb_policy !== "RING_HASH" && cluster.lb_policy !== "MAGLEV") {
+      cluster.common_lb_config = { locality_weighted_lb_config: {} };
+    }
     const istio: Json = { services: [{ host: service.hostname, namespace: service.namespace }], default_original_port: plan.port.number };
     if (plan.subset) istio.subset = plan.subset;
     cluster.metadata = { filter_metadata: { istio } };
