@@ -96,7 +96,13 @@ export async function runUntilSignalled(agent: Agent): Promise<void> {
       });
     }
   });
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (e) {
+    // SIGTERM while still waiting for the first certificate is a normal stop, not a failure.
+    if (stopping) return void (await stopping);
+    throw e;
+  }
   await done;
 }
 

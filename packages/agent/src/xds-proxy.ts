@@ -46,7 +46,8 @@ export interface XdsProxyOptions {
 
 export class XdsProxy {
   private readonly server = new grpc.Server();
-  private readonly active = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
+  /** Downstream call -> its upstream stream and channel (absent until the upstream is open). */
+  private readonly active = new Map<grpc.ServerDuplexStream<Buffer, Buffer>, { up?: grpc.ClientDuplexStream<Buffer, Buffer>; client?: grpc.Client }>();
   private streams = 0;
 
   constructor(private readonly opts: XdsProxyOptions) {
@@ -71,13 +72,19 @@ export class XdsProxy {
   }
 
   async close(): Promise<void> {
-    for (const call of this.active) call.emit("error", { code: grpc.status.UNAVAILABLE, details: "vmpilot-agent is shutting down" });
+    for (const [call, { up, client }] of [...this.active]) {
+      this.active.delete(call);
+      up?.cancel();
+      client?.close();
+      call.emit("error", { code: grpc.status.UNAVAILABLE, details: "vmpilot-agent is shutting down" });
+    }
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
   }
 
   private async forward(path: string, call: grpc.ServerDuplexStream<Buffer, Buffer>): Promise<void> {
     this.streams++;
-    this.active.add(call);
+    const entry: { up?: grpc.ClientDuplexStream<Buffer, Buffer>; client?: grpc.Client } = {};
+    this.active.set(call, entry);
     const fail = (code: grpc.status, details: string) => {
       if (!this.active.delete(call)) return;
       call.emit("error", { code, details });
@@ -95,6 +102,8 @@ export class XdsProxy {
       securePortChannelCredentials({ rootCaPem, expectedServerSan: this.opts.upstream.expectedSan, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } }),
     );
     const up = client.makeBidiStreamRequest(path, identity, identity, call.metadata);
+    entry.up = up;
+    entry.client = client;
     const finish = () => {
       this.active.delete(call);
       client.close();

@@ -128,6 +128,16 @@ interception: {proxyUid: 1337}
     expect(p.stderr()).to.match(/vmpilot-agent: envoy binary ".*missing-envoy" not found; install Envoy, pass --envoy-bin PATH/);
   });
 
+  it("run keeps retrying an unreachable CA, not ready meanwhile, and SIGTERM still exits 0", async () => {
+    const envoy = writeEnvoyStandIn(dir);
+    // Port 1 on loopback: nothing listens there, connections are refused.
+    const p = cli(["run", "--config", configFile, "--envoy-bin", envoy.binary], { VMPILOT_AGENT_CONTROL_PLANE_ADDRESS: "127.0.0.1:1", VMPILOT_AGENT_CERTIFICATES_MIN_RETRY: "100ms" });
+    await until("a logged retry", () => /obtaining the first certificate failed: .*retrying in \d+ ms/.test(p.stderr()), 30_000);
+    expect(envoy.events()).to.deep.equal([]); // nothing starts without an identity
+    p.kill("SIGTERM");
+    expect(await p.code).to.equal(0);
+  });
+
   it("run starts envoy; SIGTERM drains it and the agent exits 0", async () => {
     const envoy = writeEnvoyStandIn(dir);
     const p = cli(["run", "--config", configFile, "--envoy-bin", envoy.binary]);
