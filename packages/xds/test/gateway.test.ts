@@ -182,6 +182,20 @@ describe("gateway proxies", function () {
       expect(sidecar.c.listeners["0.0.0.0_80"].bind_to_port).to.equal(false);
     });
 
+    it("sidecar side, in a namespace the ServiceEntry is not exported to: the VirtualService alone still sends httpbin.com to the gateway", () => {
+      const other = generated(snapshot, sidecarView("apps"));
+      expect(other.c.clusters).to.not.have.property("outbound|80||httpbin.com");
+      const vh = (other.c.routes["80"].virtual_hosts as Json[]).find((v) => v.domains.includes("httpbin.com"))!;
+      expect(vh.name).to.equal("httpbin.com:80");
+      expect(vh.domains).to.deep.equal(["httpbin.com", "httpbin.com:80"]);
+      expect(vh.routes.map((r: Json) => r.route.cluster)).to.deep.equal(["outbound|80||istio-egressgateway.istio-system.svc.cluster.local"]);
+      // Under REGISTRY_ONLY too: the VirtualService names the host, so it is not blocked.
+      const strict = generate(snapshotOf(fixtureFiles("egress.yaml"), { outboundTrafficPolicy: "REGISTRY_ONLY" }), sidecarView("apps"));
+      const names = ((strict.routes.get("80") as Json).virtual_hosts as Json[]).map((v) => v.name);
+      expect(names).to.include("httpbin.com:80");
+      expect(names.at(-1)).to.equal("block_all");
+    });
+
     it("gateway side: a bound listener on 80 whose route sends httpbin.com to the external host, the mesh rule is absent", () => {
       const l = gateway.c.listeners["0.0.0.0_80"];
       expect(l.bind_to_port).to.equal(undefined);
