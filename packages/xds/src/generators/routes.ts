@@ -7,6 +7,7 @@ import type { GenContext, Scope } from "./context.js";
 import { httpRoutes, type RouteContext } from "./http-routes.js";
 import { hostPortName, PASSTHROUGH_CLUSTER, portRouteConfigName } from "./names.js";
 import { flavorOf } from "./flavor.js";
+import { addVirtualServiceOnlyHosts } from "./mesh-vs-hosts.js";
 
 type Json = Record<string, unknown>;
 
@@ -45,6 +46,7 @@ export function sidecarRouteConfigs(ctx: GenContext, scope: Scope): Json[] {
       byPort.set(port.number, list);
     }
   }
+  addVirtualServiceOnlyHosts(ctx, scope, rc, byPort);
   const out: Json[] = [];
   for (const port of [...byPort.keys()].sort((a, b) => a - b)) {
     const vhosts = byPort.get(port)!;
