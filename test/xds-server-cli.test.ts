@@ -7,6 +7,7 @@ import path from "node:path";
 import { eventually, serviceEntry } from "./helpers/e2e.js";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { TypeUrl } from "@vmpilot/xds/protos";
+import { decodeNameTable, NAME_TABLE_RESOURCE_NAME, NAME_TABLE_TYPE_URL } from "@vmpilot/xds/generators/nametable";
 
 const ROOT = path.join(import.meta.dirname, "..");
 const CLI = path.join(ROOT, "packages", "xds", "src", "cli.ts");
@@ -82,6 +83,12 @@ describe("vmpilot server (child process)", function () {
         const z = (await (await fetch(`http://${http}/debug/syncz`)).json()) as { types: Record<string, { acked?: unknown }> }[];
         return z[0]?.types.LDS?.acked ? true : undefined;
       });
+      // The CLI's cache also serves the agent's DNS name table (its own xDS type) from the same stream.
+      c.send({ type_url: NAME_TABLE_TYPE_URL, resource_names: [NAME_TABLE_RESOURCE_NAME] });
+      const table = await c.next(10_000);
+      expect(table.type_url).to.equal(NAME_TABLE_TYPE_URL);
+      expect(decodeNameTable(table.resources[0]!.value).table).to.have.property("echo.example.com");
+      c.send({ type_url: NAME_TABLE_TYPE_URL, resource_names: [NAME_TABLE_RESOURCE_NAME], response_nonce: table.nonce, version_info: table.version_info });
       const ps = run(["proxy-status", "--http-addr", http]);
       expect(await ps.exit).to.equal(0);
       expect(ps.stdout.join("")).to.match(/grpc-cli-1\s+grpc\s+default\s+sotw\s+-\s+SYNCED/);

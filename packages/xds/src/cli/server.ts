@@ -2,6 +2,7 @@
 import { Command, Option } from "commander";
 import { createLogger } from "@vmpilot/registry/logger";
 import { ResourceCache } from "../cache.js";
+import { withNameTables } from "../dns/nametable-cache.js";
 import { loadServerConfig, ServerConfigError, type ServerFlags } from "../server/config.js";
 import { ControlPlane } from "../server/control-plane.js";
 
@@ -9,7 +10,7 @@ const log = createLogger("server");
 
 export async function runServer(flags: ServerFlags): Promise<void> {
   const config = await loadServerConfig(flags);
-  const cp = new ControlPlane({ config, createCache: () => new ResourceCache() });
+  const cp = new ControlPlane({ config, createCache: () => withNameTables(new ResourceCache()) });
   await cp.start();
   log.info("vmpilot server running", { ...cp.addresses, configDirs: config.configDirs, consul: config.consul?.address ?? null });
 
