@@ -61,6 +61,8 @@ describe("Envoy bootstrap", () => {
       expect(view.ips).to.deep.equal(["10.0.0.5"]);
       expect(view.interceptionMode).to.equal(md.INTERCEPTION_MODE);
       expect(view.autoRegisterGroup).to.equal(cfg.autoRegisterGroup);
+      // The control plane points clusters at the agent's SDS files, so it must read where they are.
+      expect(view.sdsPaths).to.deep.equal(md.SDS_PATHS);
     });
   }
 

@@ -16,6 +16,11 @@ export interface ProxyView {
   ips: readonly string[];
   interceptionMode: InterceptionMode;
   autoRegisterGroup?: string;
+  /**
+   * Where the agent serves the workload's secrets by file-based SDS (metadata SDS_PATHS). Envoy keys an SDS
+   * subscription by name AND config source, so clusters must reference these paths, not ADS.
+   */
+  sdsPaths?: { default: string; ROOTCA: string };
   /** Envoy uses DELTA_GRPC or GRPC; informational. */
   cluster?: string;
   locality?: { region?: string; zone?: string; sub_zone?: string };
@@ -51,6 +56,14 @@ function parseLabels(v: unknown): Record<string, string> {
     }
   }
   return {};
+}
+
+function parseSdsPaths(v: unknown): ProxyView["sdsPaths"] {
+  if (!v || typeof v !== "object" || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  const def = str(o.default);
+  const root = str(o.ROOTCA);
+  return def && root ? { default: def, ROOTCA: root } : undefined;
 }
 
 function parseIps(v: unknown): string[] {
@@ -96,6 +109,9 @@ export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
   if (wl) view.workloadName = wl;
   const group = str(md.AUTO_REGISTER_GROUP);
   if (group) view.autoRegisterGroup = group;
+  // Proxyless gRPC reads certificates through its own certificate providers, never SDS.
+  const sds = kind === "grpc" ? undefined : parseSdsPaths(md.SDS_PATHS);
+  if (sds) view.sdsPaths = sds;
   if (node.cluster) view.cluster = node.cluster;
   if (node.locality) view.locality = node.locality;
   return view;

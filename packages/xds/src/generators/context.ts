@@ -168,18 +168,9 @@ export interface Scope {
   sdsPaths?: SdsPaths;
 }
 
-/**
- * SDS_PATHS from the view. ProxyView (proxy-view.ts) may carry it as `sdsPaths`; the raw metadata form
- * `{ default, ROOTCA }` is accepted too, and anything incomplete is ignored (secrets then come over ADS).
- */
+/** The agent's file-based SDS paths, for Envoy views that announced them (else secrets come over ADS). */
 export function sdsPathsOf(view: ProxyView): SdsPaths | undefined {
-  if (view.kind === "grpc") return undefined;
-  const v = (view as ProxyView & { sdsPaths?: unknown }).sdsPaths;
-  if (v && typeof v === "object") {
-    const o = v as Record<string, unknown>;
-    if (typeof o.default === "string" && o.default && typeof o.ROOTCA === "string" && o.ROOTCA) return { default: o.default, ROOTCA: o.ROOTCA };
-  }
-  return undefined;
+  return view.kind === "grpc" ? undefined : view.sdsPaths;
 }
 
 export function canonicalLabels(labels: Readonly<Record<string, string>>): string {
