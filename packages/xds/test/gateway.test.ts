@@ -282,6 +282,47 @@ spec:
     });
   });
 
+  describe("listener planning", () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: a, namespace: bookinfo }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - { port: { number: 8080, name: http-local, protocol: HTTP }, bind: 10.0.0.9, hosts: [bookinfo.com] }
+  - { port: { number: 443, name: https, protocol: HTTPS }, hosts: [bookinfo.com], tls: { mode: SIMPLE, credentialName: bookinfo-cert } }
+  - { port: { number: 15443, name: tls-auto, protocol: TLS }, hosts: ["*.local"], tls: { mode: AUTO_PASSTHROUGH } }
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: b, namespace: bookinfo }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - { port: { number: 443, name: http-on-443, protocol: HTTP }, hosts: [bookinfo.com] }
+  - { port: { number: 443, name: https-same-host, protocol: HTTPS }, hosts: [bookinfo.com], tls: { mode: SIMPLE, credentialName: other-cert } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: bookinfo, namespace: bookinfo }
+spec:
+  hosts: [bookinfo.com]
+  gateways: [a, b]
+  http: [{ route: [{ destination: { host: productpage.bookinfo.svc.cluster.local } }] }]
+`;
+    const { c } = generated(snapshotOf({ ...fixtureFiles("services.yaml"), "gw.yaml": yaml }), INGRESS("bookinfo"));
+
+    it("binds a server's address, skips AUTO_PASSTHROUGH, conflicting protocols and an SNI already claimed on the port", () => {
+      expect(Object.keys(c.listeners).sort()).to.deep.equal(["0.0.0.0_443", "10.0.0.9_8080"]);
+      expect(c.listeners["10.0.0.9_8080"].address.socket_address).to.deep.equal({ address: "10.0.0.9", port_value: 8080 });
+      const chains = c.listeners["0.0.0.0_443"].filter_chains as Json[];
+      expect(chains).to.have.length(1);
+      expect(tlsContext(chains[0]!).common_tls_context.tls_certificate_sds_secret_configs[0].name).to.equal("bookinfo-cert");
+      // No route config for the server that lost its SNI.
+      expect(Object.keys(c.routes).sort()).to.deep.equal(["http.8080", "https.443.https.a.bookinfo"]);
+    });
+  });
+
   describe("served through the ResourceCache", () => {
     it("a Gateway edit reaches the gateway's listeners and routes incrementally, exactly as generate() has them", () => {
       const files = fixtureFiles("services.yaml", "ingress-simple.yaml");

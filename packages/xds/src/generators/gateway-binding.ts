@@ -126,6 +126,8 @@ export interface PlannedServer extends BoundServer {
   handling: ServerHandling;
   /** RDS route config of `http` and `https` servers. */
   routeName?: string;
+  /** Servers terminating TLS: the SNI names their filter chain matches (`*` = any), none claimed by an earlier server. */
+  sniNames?: string[];
 }
 
 /** One listener: the servers on one bind address and port, all of one family (HTTP, TLS or TCP). */
@@ -172,24 +174,33 @@ export function httpsRouteName(s: BoundServer): string {
 const portsMemo = new WeakMap<Scope, GatewayPort[]>();
 
 /**
- * The listeners of a gateway proxy, by bind address and port. AUTO_PASSTHROUGH (multi-network SNI routing) and
- * UDP servers are not served. Servers of another family than the port's first one (say plaintext HTTP on a port
+ * The listeners of a gateway proxy, by bind address and port. AUTO_PASSTHROUGH (multi-network SNI routing),
+ * unix-socket binds and UDP servers are not served. Servers of another family than the port's first one (say plaintext HTTP on a port
  * already serving HTTPS) are left out, as Istio rejects such conflicts.
  */
 export function gatewayPorts(ctx: GenContext, scope: Scope): GatewayPort[] {
   const memo = portsMemo.get(scope);
   if (memo) return memo;
-  const byListener = new Map<string, { port: GatewayPort; family: string }>();
+  const byListener = new Map<string, { port: GatewayPort; family: string; claimed: Set<string> }>();
   const routeNames = new Set<string>();
   for (const bs of selectedServers(ctx, scope)) {
     const handling = handlingOf(bs.server);
-    if (!handling) continue;
-    const bind = bs.server.bind && !bs.server.bind.startsWith("unix://") ? bs.server.bind : "0.0.0.0";
+    // Unix-socket binds serve a local client only, which a VM gateway has no use for; they are not served.
+    if (!handling || bs.server.bind?.startsWith("unix://")) continue;
+    const bind = bs.server.bind ?? "0.0.0.0";
     const id = `${bind}_${bs.server.port.number}`;
     let entry = byListener.get(id);
-    if (!entry) byListener.set(id, (entry = { port: { bind, port: bs.server.port.number, servers: [] }, family: familyOf(handling) }));
+    if (!entry) byListener.set(id, (entry = { port: { bind, port: bs.server.port.number, servers: [] }, family: familyOf(handling), claimed: new Set() }));
     if (entry.family !== familyOf(handling)) continue;
     const planned: PlannedServer = { ...bs, handling };
+    if (handling === "https" || handling === "tls-terminate") {
+      // Envoy rejects two chains matching one SNI: the first server (Gateway key order) keeps it, as in Istio.
+      const all = serverHostnames(bs.server);
+      const names = (all.includes("*") ? ["*"] : all.sort()).filter((n) => !entry!.claimed.has(n));
+      if (names.length === 0) continue;
+      for (const n of names) entry.claimed.add(n);
+      planned.sniNames = names;
+    }
     if (handling === "http") planned.routeName = httpRouteName(bs.server.port.number);
     if (handling === "https") {
       let name = httpsRouteName(bs);

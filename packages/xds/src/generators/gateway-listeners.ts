@@ -12,10 +12,10 @@
 // the same match, so a repeated SNI is served by the first server or route that claimed it (Gateway key order,
 // then VirtualService key order), as Istio does. A port left without any chain gets no listener (Envoy rejects
 // listeners without filter chains).
-import type { RouteDestination, Server } from "@vmpilot/registry";
+import type { RouteDestination } from "@vmpilot/registry";
 import type { GenContext, Scope } from "./context.js";
 import { anyDynamicDnsHttp, dynamicForwardProxyHttpFilter, isDynamicDns, sniDynamicForwardProxyFilter } from "./dynamic-dns.js";
-import { gatewayPorts, matchBoundTo, matchingHosts, serverHostnames, virtualServicesFor, type GatewayPort, type PlannedServer } from "./gateway-binding.js";
+import { gatewayPorts, matchBoundTo, matchingHosts, virtualServicesFor, type GatewayPort, type PlannedServer } from "./gateway-binding.js";
 import { downstreamTlsSocket } from "./gateway-tls.js";
 import { destinationCluster, FAULT_FILTER, type RouteContext } from "./http-routes.js";
 import { outboundClusterName } from "./names.js";
@@ -80,12 +80,6 @@ function tcpRouteFilters(ctx: GenContext, scope: Scope, s: PlannedServer, port: 
   return undefined;
 }
 
-/** SNI names of a server's filter chain match: none when it answers any host. */
-function serverNames(server: Server): string[] | undefined {
-  const names = serverHostnames(server);
-  return names.includes("*") ? undefined : names.sort();
-}
-
 /** PASSTHROUGH: one chain per bound tls rule match, by SNI; names already claimed on the port are skipped. */
 function passthroughChains(ctx: GenContext, scope: Scope, s: PlannedServer, port: number, claimed: Set<string>): Json[] {
   const rc = { ...routeContext(ctx, scope), gateway: s.key };
@@ -123,7 +117,7 @@ function portListener(ctx: GenContext, scope: Scope, gp: GatewayPort): Json | un
       case "https":
       case "tls-terminate": {
         tlsFamily = true;
-        const names = (serverNames(s.server) ?? ["*"]).filter((n) => !claimed.has(n));
+        const names = s.sniNames!.filter((n) => !claimed.has(n));
         if (names.length === 0) break;
         const http = s.handling === "https";
         const filters = http ? [httpConnectionManager(scope, statPrefix, s.routeName!)] : tcpRouteFilters(ctx, scope, s, gp.port);
