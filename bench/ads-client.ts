@@ -145,6 +145,12 @@ export class AdsClient {
     this.client.close();
   }
 
+  /** Whether this proxy asked for any of `names` of `typeUrl`: only those proxies should get a push for them. */
+  subscribedToAny(typeUrl: string, names: readonly string[]): boolean {
+    const subs = this.subs.get(typeUrl);
+    return !!subs && names.some((n) => subs.has(n));
+  }
+
   /** Every subscribed name of every type has arrived at least once (a proxy that is fully configured). */
   converged(): boolean {
     if (this.subs.size === 0) return false;

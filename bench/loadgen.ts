@@ -4,19 +4,21 @@ import { AdsClient, type Arrival, now, type ProxyStyle } from "./ads-client.js";
 
 export type LoadgenCommand =
   | { cmd: "connect"; address: string; style: ProxyStyle; count: number; namespaces: number; targets: string[]; timeoutMs: number }
-  | { cmd: "arm"; typeUrl: string }
+  /** Watch for pushes of `typeUrl`; the proxies subscribed to any of `names` are the ones that must get one. */
+  | { cmd: "arm"; typeUrl: string; names: string[] }
   | { cmd: "collect"; t0: number; timeoutMs: number }
   | { cmd: "close" };
 
 export type LoadgenEvent =
   | { event: "converged"; ms: number[]; unconverged: number; bytes: number }
   | { event: "armed" }
-  | { event: "collected"; latencies: number[]; missing: number; bytes: number; responses: number }
+  | { event: "collected"; latencies: number[]; subscribed: number; missing: number; unaffectedPushed: number; bytes: number; responses: number }
   | { event: "closed" };
 
 interface Proxy {
   client: AdsClient;
   armedType?: string;
+  expected: boolean;
   firstAfterArm?: Arrival;
   armedBytes: number;
   armedResponses: number;
@@ -38,7 +40,7 @@ async function connect(c: Extract<LoadgenCommand, { cmd: "connect" }>): Promise<
   const convergedAt: number[] = new Array(c.count).fill(NaN);
   for (let i = 0; i < c.count; i++) {
     const ns = `ns-${i % c.namespaces}`;
-    const p: Proxy = { armedBytes: 0, armedResponses: 0 } as Proxy;
+    const p: Proxy = { armedBytes: 0, armedResponses: 0, expected: false } as Proxy;
     p.client = new AdsClient({
       address: c.address,
       style: c.style,
@@ -72,6 +74,7 @@ process.on("message", (m: LoadgenCommand) => {
       case "arm":
         for (const p of proxies) {
           p.armedType = m.typeUrl;
+          p.expected = p.client.subscribedToAny(m.typeUrl, m.names);
           delete p.firstAfterArm;
           p.armedBytes = 0;
           p.armedResponses = 0;
@@ -79,14 +82,18 @@ process.on("message", (m: LoadgenCommand) => {
         send({ event: "armed" });
         break;
       case "collect": {
-        await until(() => proxies.every((p) => p.firstAfterArm && p.firstAfterArm.at >= m.t0), m.timeoutMs);
+        const got = (p: Proxy) => !!p.firstAfterArm && p.firstAfterArm.at >= m.t0;
+        const expected = proxies.filter((p) => p.expected);
+        await until(() => expected.every(got), m.timeoutMs);
         // Let trailing responses of the same push land so byte counts are complete.
         await new Promise((r) => setTimeout(r, 300));
-        const hit = proxies.filter((p) => p.firstAfterArm && p.firstAfterArm.at >= m.t0);
+        const hit = expected.filter(got);
         send({
           event: "collected",
           latencies: hit.map((p) => p.firstAfterArm!.at - m.t0),
-          missing: proxies.length - hit.length,
+          subscribed: expected.length,
+          missing: expected.length - hit.length,
+          unaffectedPushed: proxies.filter((p) => !p.expected && got(p)).length,
           bytes: proxies.reduce((s, p) => s + p.armedBytes, 0),
           responses: proxies.reduce((s, p) => s + p.armedResponses, 0),
         });

@@ -9,14 +9,16 @@ export function renderMarkdown(meta: Record<string, unknown>, results: RunResult
     `Machine: ${meta.cpus} cores (${meta.cpuModel}), ${meta.memGb} GiB, Node ${meta.node}. Server and load generator in separate processes on loopback.`,
     "Latencies are milliseconds from the file write (or connect) to the proxy's receipt, after which it ACKs at once.",
     "",
-    "| S | E | K | style | connect storm p50 / p99 / max ms | unconverged | endpoint change p50 / p99 / max ms | missed | bytes/proxy (change) | server CPU ms (change) | routing change p99 ms | RSS idle / connected MB | KB per proxy |",
-    "|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---|---:|",
+    "`subscribed` counts the proxies that asked for the changed resource; `missed` those of them that got nothing within 30 s; `others pushed` the proxies that did not ask for it but were sent that type anyway.",
+    "",
+    "| S | E | K | style | connect storm p50 / p99 / max ms | unconverged | endpoint change p50 / p99 / max ms | subscribed | missed | others pushed | bytes/proxy (change) | server CPU ms (change) | routing change p99 ms | RSS idle / connected MB | KB per proxy |",
+    "|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
   ];
   for (const r of results) {
     const c = r.connectStorm;
     const e = r.endpointChange;
     lines.push(
-      `| ${r.services} | ${r.endpoints} | ${r.proxies} | ${r.style} | ${c.p50} / ${c.p99} / ${c.max} | ${c.unconverged} | ${e.p50} / ${e.p99} / ${e.max} | ${e.missing} | ${e.bytesPerProxy} | ${e.serverCpuMs} | ${r.routingChange ? r.routingChange.p99 : "-"} | ${r.serverRssMb.idle} / ${r.serverRssMb.connected} | ${r.serverRssMb.perProxyKb} |`,
+      `| ${r.services} | ${r.endpoints} | ${r.proxies} | ${r.style} | ${c.p50} / ${c.p99} / ${c.max} | ${c.unconverged} | ${e.p50} / ${e.p99} / ${e.max} | ${e.subscribed} | ${e.missing} | ${e.unaffectedPushed} | ${e.bytesPerProxy} | ${e.serverCpuMs} | ${r.routingChange ? r.routingChange.p99 : "-"} | ${r.serverRssMb.idle} / ${r.serverRssMb.connected} | ${r.serverRssMb.perProxyKb} |`,
     );
   }
   return lines.join("\n") + "\n";

@@ -39,11 +39,14 @@ export interface RunResult {
   proxies: number;
   style: ProxyStyle;
   connectStorm: Stats & { unconverged: number; seconds: number; bytesPerProxy: number };
-  endpointChange: Stats & { missing: number; bytesPerProxy: number; serverCpuMs: number };
-  routingChange?: Stats & { missing: number; bytesPerProxy: number; serverCpuMs: number };
+  endpointChange: ChangeResult;
+  routingChange?: ChangeResult;
   serverRssMb: { idle: number; connected: number; perProxyKb: number };
   serverCpuMsConnectStorm: number;
 }
+
+/** One change's propagation: latency to each subscribed proxy, and whether anyone else was bothered. */
+export type ChangeResult = Stats & { subscribed: number; missing: number; unaffectedPushed: number; bytesPerProxy: number; serverCpuMs: number };
 
 async function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -100,10 +103,10 @@ async function measureChange(
   lg: Loadgen,
   serverPid: number,
   typeUrl: string,
-  proxies: number,
+  names: string[],
   write: () => Promise<void>,
-): Promise<Stats & { missing: number; bytesPerProxy: number; serverCpuMs: number }> {
-  await lg.ask<"armed">({ cmd: "arm", typeUrl });
+): Promise<ChangeResult> {
+  await lg.ask<"armed">({ cmd: "arm", typeUrl, names });
   // Let the stream go quiet so the CPU figure is the change's alone.
   await new Promise((r) => setTimeout(r, 1500));
   const before = await procStat(serverPid);
@@ -111,7 +114,14 @@ async function measureChange(
   await write();
   const got = await lg.ask<"collected">({ cmd: "collect", t0, timeoutMs: 30_000 });
   const after = await procStat(serverPid);
-  return { ...stats(got.latencies), missing: got.missing, bytesPerProxy: Math.round(got.bytes / proxies), serverCpuMs: after.cpuMs - before.cpuMs };
+  return {
+    ...stats(got.latencies),
+    subscribed: got.subscribed,
+    missing: got.missing,
+    unaffectedPushed: got.unaffectedPushed,
+    bytesPerProxy: got.subscribed ? Math.round(got.bytes / got.subscribed) : 0,
+    serverCpuMs: after.cpuMs - before.cpuMs,
+  };
 }
 
 async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Promise<RunResult> {
@@ -136,12 +146,14 @@ async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Pro
     const connected = await procStat(server.pid!);
     const s = stats(storm.ms);
     const ws = path.join(meshDir, "ns-1", "svc-1-workloads.yaml");
-    const endpointChange = await measureChange(lg, server.pid!, TypeUrl.ClusterLoadAssignment, proxies, () => atomicWrite(ws, workloadsYaml(1, shape, 1)));
+    const host1 = serviceHost(1, shape);
+    const eds1 = ["", "v1", "v2"].map((subset) => `outbound|8080|${subset}|${host1}`);
+    const endpointChange = await measureChange(lg, server.pid!, TypeUrl.ClusterLoadAssignment, eds1, () => atomicWrite(ws, workloadsYaml(1, shape, 1)));
     let routingChange: RunResult["routingChange"];
     const routed = Array.from({ length: shape.services }, (_, i) => i).find((i) => isRouted(i, shape));
     if (routed !== undefined && style !== "grpc") {
       const rf = path.join(meshDir, `ns-${routed % shape.namespaces}`, `svc-${routed}-routes.yaml`);
-      routingChange = await measureChange(lg, server.pid!, TypeUrl.RouteConfiguration, proxies, () => atomicWrite(rf, routesYaml(routed, shape, 70)));
+      routingChange = await measureChange(lg, server.pid!, TypeUrl.RouteConfiguration, ["8080"], () => atomicWrite(rf, routesYaml(routed, shape, 70)));
     }
     return {
       services: shape.services,
