@@ -88,12 +88,15 @@ type StructValue = {
   listValue?: { values?: StructValue[] };
 };
 
+// A decoded protobufjs message answers every field with its prototype default (stringValue is "" on a Value that
+// holds a struct), so the set member of the `kind` oneof is read from the message's own properties.
 function valueToPlain(v: StructValue): unknown {
-  if (v.stringValue !== undefined) return v.stringValue;
-  if (v.numberValue !== undefined) return v.numberValue;
-  if (v.boolValue !== undefined) return v.boolValue;
-  if (v.structValue !== undefined) return structToPlain(v.structValue);
-  if (v.listValue !== undefined) return (v.listValue.values ?? []).map(valueToPlain);
+  const has = (k: keyof StructValue): boolean => Object.prototype.hasOwnProperty.call(v, k) && v[k] !== undefined && v[k] !== null;
+  if (has("stringValue")) return v.stringValue;
+  if (has("numberValue")) return v.numberValue;
+  if (has("boolValue")) return v.boolValue;
+  if (has("structValue")) return structToPlain(v.structValue);
+  if (has("listValue")) return (v.listValue!.values ?? []).map(valueToPlain);
   return null;
 }
 
