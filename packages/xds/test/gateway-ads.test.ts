@@ -31,9 +31,8 @@ describe("gateway proxy over ADS (real control plane, SotW)", function () {
 
   it("serves the Gateway's listeners and routes to a router node, and pushes a Gateway edit", async () => {
     client = new RawAdsClient(tcp.xdsAddress, "sotw");
-    // LABELS in its string form (which Istio also accepts): a nested Struct does not survive the server's request
-    // decoding today (server/ads.ts valueToPlain reads protobufjs prototype defaults; reported separately).
-    const node = testNode("router~10.0.0.9~ingress-1.bookinfo~bookinfo.svc.cluster.local", { NAMESPACE: "bookinfo", LABELS: JSON.stringify({ istio: "ingressgateway" }) });
+    // LABELS as a Struct, the way the agent's bootstrap sends them.
+    const node = testNode("router~10.0.0.9~ingress-1.bookinfo~bookinfo.svc.cluster.local", { NAMESPACE: "bookinfo", LABELS: { istio: "ingressgateway" } });
     const acked = new Map<string, { version: string; nonce: string; names: string[] }>();
     const ask = async (typeUrl: string, names: string[], first = false): Promise<Json[]> => {
       client!.send({ ...(first ? { node } : {}), type_url: typeUrl, resource_names: names });
