@@ -2,6 +2,8 @@
 // exact file:line:column of a wrong value or an unknown key (unknown keys are errors: they are usually typos),
 // and the environment-override table is derived from the same description instead of kept by hand.
 import { isMap, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from "yaml";
+// Go/Istio duration syntax, shared with the mesh config so "1m30s" means the same thing everywhere.
+import { parseDuration } from "@vmpilot/registry/duration";
 
 export type FieldSchema =
   | { type: "string"; nonEmpty?: boolean }
@@ -34,23 +36,6 @@ export class AgentConfigError extends Error {
     super(problems.map((p) => `${p.file}:${p.line}:${p.column}: error: ${p.message}`).join("\n"));
     this.name = "AgentConfigError";
   }
-}
-
-const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** "1.5s", "250ms", "1h30m", or "0" -> milliseconds; undefined when malformed. Go/Istio syntax, no sign. */
-export function parseDuration(s: string): number | undefined {
-  if (s === "0") return 0;
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
-  let total = 0;
-  let matched = 0;
-  while (re.lastIndex < s.length) {
-    const m = re.exec(s);
-    if (!m) return undefined;
-    total += Number(m[1]) * DURATION_UNIT_MS[m[2]!]!;
-    matched++;
-  }
-  return matched > 0 ? total : undefined;
 }
 
 interface Walk {
