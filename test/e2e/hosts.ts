@@ -8,6 +8,7 @@ export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const VMPILOT_CLI = "packages/xds/src/cli.ts";
 export const AGENT_CLI = "packages/agent/src/cli.ts";
 export const WORKLOAD = "test/e2e/workload.ts";
+export const CONSUL = "test/e2e/consul.ts";
 
 const NODE_TS = ["--conditions=vmpilot-source", "--import", "tsx"];
 const KEEP_LINES = 400;
@@ -113,15 +114,19 @@ export async function runToCompletion(opts: SpawnOptions, script: string, args: 
   return p.stdout.join("\n");
 }
 
-/** An HTTP GET from inside a host (the control plane's HTTP views are on its loopback, out of our reach). */
-export async function httpGetIn(netns: string, url: string): Promise<{ status: number; body: string }> {
-  const code = `fetch(${JSON.stringify(url)}).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { process.stderr.write(String(e.cause ?? e)); process.exit(1); })`;
+/**
+ * An HTTP request from inside a host (the control plane's HTTP views and Consul are on cp's loopback, out of the
+ * test's reach), by a one-line node child so that no request ever leaves the namespaces.
+ */
+export async function httpIn(netns: string, url: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: string }> {
+  const req = { method: init.method ?? "GET", ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}) };
+  const code = `fetch(${JSON.stringify(url)}, ${JSON.stringify(req)}).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { process.stderr.write(String(e.cause ?? e)); process.exit(1); })`;
   const child = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", code], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   child.stdout.on("data", (c) => (out += c));
   child.stderr.on("data", (c) => (err += c));
   const status = await new Promise<number | null>((resolve) => child.on("exit", resolve));
-  if (status !== 0) throw new Error(`GET ${url} in ${netns}: ${err.trim() || `exit ${status}`}`);
+  if (status !== 0) throw new Error(`${req.method} ${url} in ${netns}: ${err.trim() || `exit ${status}`}`);
   return JSON.parse(out) as { status: number; body: string };
 }

@@ -3,11 +3,12 @@
 // Hosts are network namespaces on one switch (netns.ts), with addresses in 10.213.0.0/24 that exist only
 // inside them. Every process is the real program:
 //   cp  10.213.0.1   `vmpilot server`: config dir, state dir (CA + token key), mTLS xDS + CA on 10.213.0.1:15012;
-//                    plaintext xDS and HTTP stay on cp's own loopback
+//                    plaintext xDS and HTTP stay on cp's own loopback; Consul (the simulator) on cp's loopback,
+//                    where w1 and w2 are registered as instances of the Consul service `echo-legacy`
 //   w1  10.213.0.11  `vmpilot-agent run` (proxy kind grpc) + an echo server with the agent's certificates
 //   w2  10.213.0.12  the same
-//   c1  10.213.0.21  `vmpilot-agent run` + a client on xds:///echo.e2e.internal:7070 through grpc-js-xds and the
-//                    agent's bootstrap (its xDS goes through the agent's xDS proxy, over mTLS, to cp), and an
+//   c1  10.213.0.21  `vmpilot-agent run` + a client on xds:///echo.e2e.internal:7070 (file config) and
+//                    xds:///echo-legacy.service.consul:7070 (Consul) through grpc-js-xds and the agent's bootstrap (its xDS goes through the agent's xDS proxy, over mTLS, to cp), and an
 //                    "impostor" echo server holding c1's certificate while a WorkloadEntry claims it is `echo`
 // Each agent gets its first certificate over the network with a token from `vmpilot token create` and the
 // mesh root, as an operator would hand them out.
@@ -17,13 +18,15 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
-import { AGENT_CLI, HostProcess, httpGetIn, runToCompletion, VMPILOT_CLI, WORKLOAD } from "./hosts.js";
+import { AGENT_CLI, CONSUL, HostProcess, httpIn, runToCompletion, VMPILOT_CLI, WORKLOAD } from "./hosts.js";
 import { rootInterfaces, sweepStale, Testbed, testbedTmpDir, unavailableReason } from "./netns.js";
 
 const TRUST_DOMAIN = "cluster.local";
 const NS = "e2e";
 const ECHO_HOST = "echo.e2e.internal";
 const IMPOSTOR_HOST = "impostor.e2e.internal";
+const CONSUL_SERVICE = "echo-legacy";
+const CONSUL_HOST = `${CONSUL_SERVICE}.service.consul`;
 const PORT = 7070;
 const IMPOSTOR_PORT = 7071;
 const CP = { name: "cp", address: "10.213.0.1" };
@@ -88,8 +91,23 @@ spec:
     // Claims to be `echo` on c1; the server there holds c1's certificate (sa `client`), so the SAN check fails.
     serviceEntry("impostor", IMPOSTOR_HOST, "impostor"),
     mutual("impostor", IMPOSTOR_HOST),
+    // The Consul service's instances carry meta service-account=echo, so its SANs are echo's identity.
+    mutual("echo-legacy", CONSUL_HOST),
     workload("impostor", C1.address, "impostor", IMPOSTOR_PORT),
   ].join("---\n");
+}
+
+/** `vmpilot server --config` (paths relative to the file). */
+function serverConfigYaml(consulAddr: string): string {
+  return `configDirs: [cp-config]
+stateDir: cp-state
+secureAddr: ${SECURE_ADDR}
+xdsAddr: 127.0.0.1:15010
+httpAddr: 127.0.0.1:15014
+mesh: {trustDomain: ${TRUST_DOMAIN}}
+# Consul's services belong to the mesh namespace of the workloads registered there: their SPIFFE ids are e2e's.
+consul: {address: "${consulAddr}", namespace: ${NS}}
+`;
 }
 
 function agentConfig(dir: string, host: { name: string; address: string }, sa: string, labels: Record<string, string>): string {
@@ -112,7 +130,17 @@ certificates: {minRetry: 200ms, maxRetry: 2s}
 `;
 }
 
-/** Polls until `fn` returns a value (not undefined); fails with `what` and the last error after `timeoutMs`. */
+/** A process the test depends on has exited: no point in waiting any longer. */
+class Exited extends Error {}
+
+function mustRun(...ps: HostProcess[]): void {
+  for (const p of ps) if (!p.running) throw new Exited(`${p.opts.name} exited:\n${p.report()}`);
+}
+
+/**
+ * Polls until `fn` returns a value (not undefined); fails with `what` and the last error after `timeoutMs`, or at
+ * once when `fn` throws `Exited`.
+ */
 async function until<T>(what: string, timeoutMs: number, fn: () => T | undefined | Promise<T | undefined>, everyMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -121,6 +149,7 @@ async function until<T>(what: string, timeoutMs: number, fn: () => T | undefined
       const v = await fn();
       if (v !== undefined) return v;
     } catch (e) {
+      if (e instanceof Exited) throw e;
       last = e;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
@@ -136,14 +165,6 @@ describe("multi-host testbed: control plane and workloads in separate network na
   const procs: HostProcess[] = [];
   let server: HostProcess;
   let client: HostProcess;
-  const serverArgs = (stateDir: string, configDir: string) => [
-    "server",
-    "--config-dir", configDir,
-    "--state-dir", stateDir,
-    "--secure-addr", SECURE_ADDR,
-    "--xds-addr", "127.0.0.1:15010",
-    "--http-addr", "127.0.0.1:15014",
-  ];
   let startServer: () => HostProcess;
   const onSignal = (sig: NodeJS.Signals) => {
     // Killed mid-run (Ctrl-C, CI timeout): remove the namespaces, then die of the same signal.
@@ -162,16 +183,17 @@ describe("multi-host testbed: control plane and workloads in separate network na
       .map((l) => JSON.parse(l) as CallEvent | { event: string })
       .filter((e): e is CallEvent => e.event === "call" && (e as CallEvent).target === target && (e as CallEvent).start >= from);
   const echoCalls = (from = 0) => calls(`xds:///${ECHO_HOST}:${PORT}`, from);
+  const consulCalls = (from = 0) => calls(`xds:///${CONSUL_HOST}:${PORT}`, from);
 
   async function controlPlaneReady(): Promise<void> {
     await until("the control plane's /ready", 30_000, async () => {
-      if (!server.running) throw new Error(`vmpilot server exited:\n${server.report()}`);
-      return (await httpGetIn(bed!.host("cp").netns, `${HTTP}/ready`)).status === 200 ? true : undefined;
+      mustRun(server);
+      return (await httpIn(bed!.host("cp").netns, `${HTTP}/ready`)).status === 200 ? true : undefined;
     }, 200);
   }
 
   async function syncz(): Promise<{ proxyId: string; types: Record<string, { acked?: unknown; lastNack?: { message: string } }> }[]> {
-    return JSON.parse((await httpGetIn(bed!.host("cp").netns, `${HTTP}/debug/syncz`)).body);
+    return JSON.parse((await httpIn(bed!.host("cp").netns, `${HTTP}/debug/syncz`)).body);
   }
 
   before(async function () {
@@ -189,12 +211,28 @@ describe("multi-host testbed: control plane and workloads in separate network na
     bed = new Testbed().create([CP, W1, W2, C1]);
     tmp = testbedTmpDir();
 
-    // cp: the control plane with its config dir and state dir.
+    // cp: Consul, with w1 and w2 registered as the VMs' Consul agents would register them.
+    const consul = spawn("cp: consul (simulator)", "cp", CONSUL, []);
+    const consulAddr = await until("Consul to listen", 30_000, () => {
+      mustRun(consul);
+      const l = consul.stdout.find((x) => x.includes('"listening"'));
+      return l ? (JSON.parse(l) as { address: string }).address : undefined;
+    });
+    for (const h of [W1, W2]) {
+      const r = await httpIn(bed.host("cp").netns, `${consulAddr}/v1/catalog/register`, {
+        method: "PUT",
+        body: { Node: h.name, Address: h.address, Service: { ID: `${CONSUL_SERVICE}-${h.name}`, Service: CONSUL_SERVICE, Port: PORT, Meta: { "service-account": "echo", protocol: "grpc" } } },
+      });
+      expect(r.status, `registering ${h.name} in Consul: ${r.body}`).to.equal(200);
+    }
+
+    // cp: the control plane, configured by its config file: the GitOps dir, the state dir, Consul, addresses.
     const stateDir = path.join(tmp, "cp-state");
-    const configDir = path.join(tmp, "cp-config");
-    fs.mkdirSync(configDir);
-    fs.writeFileSync(path.join(configDir, "mesh.yaml"), meshConfig());
-    startServer = () => (server = spawn("cp: vmpilot server", "cp", VMPILOT_CLI, serverArgs(stateDir, configDir)));
+    const serverConfig = path.join(tmp, "vmpilot.yaml");
+    fs.mkdirSync(path.join(tmp, "cp-config"));
+    fs.writeFileSync(path.join(tmp, "cp-config", "mesh.yaml"), meshConfig());
+    fs.writeFileSync(serverConfig, serverConfigYaml(consulAddr));
+    startServer = () => (server = spawn("cp: vmpilot server", "cp", VMPILOT_CLI, ["server", "--config", serverConfig]));
     startServer();
     await controlPlaneReady();
 
@@ -209,7 +247,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
       hosts.map(async ({ host, sa, labels }) => {
         const dir = (dirs[host.name] = path.join(tmp, host.name));
         fs.mkdirSync(dir);
-        const token = await runToCompletion({ name: `token for ${host.name}` }, VMPILOT_CLI, ["token", "create", "--state-dir", stateDir, "--namespace", NS, "--service-account", sa, "--ttl", "10m"]);
+        const token = await runToCompletion({ name: `token for ${host.name}` }, VMPILOT_CLI, ["token", "create", "--config", serverConfig, "--namespace", NS, "--service-account", sa, "--ttl", "10m"]);
         fs.writeFileSync(path.join(dir, "token"), token.trim() + "\n", { mode: 0o600 });
         fs.copyFileSync(path.join(stateDir, "ca", "root-cert.pem"), path.join(dir, "root-cert.pem"));
         fs.writeFileSync(path.join(dir, "agent.yaml"), agentConfig(dir, host, sa, labels));
@@ -219,7 +257,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
     const bootstrap = (h: string) => path.join(dirs[h]!, "out", "grpc-bootstrap.json");
     // The agent writes the bootstrap only after it holds a certificate from the CA across the network.
     await until("every agent's certificate and gRPC bootstrap", 30_000, () => {
-      for (const p of procs) if (!p.running) throw new Error(`${p.opts.name} exited:\n${p.report()}`);
+      mustRun(...procs);
       return hosts.every(({ host }) => fs.existsSync(bootstrap(host.name))) ? true : undefined;
     });
 
@@ -228,7 +266,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
       spawn("w2: echo server", "w2", WORKLOAD, ["--name", "w2", "--bootstrap", bootstrap("w2"), "--listen", `${W2.address}:${PORT}`]),
     ];
     await until("the echo servers to listen", 30_000, () => {
-      for (const p of workloads) if (!p.running) throw new Error(`${p.opts.name} exited:\n${p.report()}`);
+      mustRun(...workloads);
       return workloads.every((p) => p.stdout.some((l) => l.includes('"listening"'))) ? true : undefined;
     });
     client = spawn("c1: client + impostor", "c1", WORKLOAD, [
@@ -237,6 +275,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
       "--listen", `${C1.address}:${IMPOSTOR_PORT}`,
       "--call", `xds:///${ECHO_HOST}:${PORT}`,
       "--call", `xds:///${IMPOSTOR_HOST}:${PORT}`,
+      "--call", `xds:///${CONSUL_HOST}:${PORT}`,
       "--interval", String(CALL_INTERVAL_MS),
     ]);
   });
@@ -259,8 +298,13 @@ describe("multi-host testbed: control plane and workloads in separate network na
       return servers.has("w1") && servers.has("w2") ? servers : undefined;
     });
     expect([...seen].sort()).to.deep.equal(["w1", "w2"]);
+    // The same servers as instances of a Consul service, over mTLS too (its DestinationRule asks for it).
+    await until("calls to the Consul service reaching both w1 and w2", 30_000, () => {
+      const servers = new Set(consulCalls().filter((c) => c.ok).map((c) => c.server));
+      return servers.has("w1") && servers.has("w2") ? true : undefined;
+    });
     // Each server authenticated the caller by the certificate c1's agent obtained (requireClientCert).
-    for (const c of echoCalls().filter((c) => c.ok)) expect(c.peer, `call ${c.seq}`).to.equal(spiffe("client"));
+    for (const c of [...echoCalls(), ...consulCalls()].filter((c) => c.ok)) expect(c.peer, `call ${c.seq} to ${c.target}`).to.equal(spiffe("client"));
 
     // The impostor is reachable and holds a valid mesh certificate, but for sa `client`, not the `echo` its
     // WorkloadEntry claims: the client's SAN check (from the cluster the control plane sent) refuses it.
@@ -319,9 +363,11 @@ describe("multi-host testbed: control plane and workloads in separate network na
     });
     const resumedAt = Date.now();
     await until("more calls after the restart", 10_000, () => (echoCalls(resumedAt).filter((c) => c.start > resumedAt + 1000).length > 0 ? true : undefined));
-    const window = echoCalls(killedAt).filter((c) => c.start <= resumedAt + 1000);
-    expect(window.length).to.be.greaterThan(20);
-    expect(window.filter((c) => !c.ok), "calls that failed around the restart").to.deep.equal([]);
+    for (const [source, list] of [["files", echoCalls], ["Consul", consulCalls]] as const) {
+      const window = list(killedAt).filter((c) => c.start <= resumedAt + 1000);
+      expect(window.length, `calls to the ${source} service around the restart`).to.be.greaterThan(20);
+      expect(window.filter((c) => !c.ok), `calls to the ${source} service that failed around the restart`).to.deep.equal([]);
+    }
     expect(new Set(echoCalls(resumedAt).filter((c) => c.ok).map((c) => c.server))).to.deep.equal(new Set(["w1", "w2"]));
   });
 
