@@ -28,6 +28,8 @@ export interface ServerConfig {
   debounce: { quietMs: number; maxMs: number };
   /** Close client connections after about this long (GOAWAY, then 10 s grace), so proxies spread over new replicas. 0 = never. */
   maxConnectionAgeMs: number;
+  /** WorkloadGroup auto-registration: how long an entry outlives its workload's last xDS stream (Istio's PILOT_WORKLOAD_ENTRY_GRACE_PERIOD). */
+  autoRegistration: { cleanupGracePeriodMs: number };
 }
 
 /** What flags can set; undefined = not given (the file or the default applies). */
@@ -155,7 +157,17 @@ function parseConsul(v: unknown, where: string, base: string): ServerConsulConfi
   return o;
 }
 
-const TOP_KEYS = ["configDirs", "mesh", "xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure", "consul", "debounce", "maxConnectionAge"] as const;
+const TOP_KEYS = ["configDirs", "mesh", "xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure", "consul", "debounce", "maxConnectionAge", "autoRegistration"] as const;
+
+/** Istio's PILOT_WORKLOAD_ENTRY_GRACE_PERIOD default: a proxy restart or a move to another replica keeps the entry. */
+export const DEFAULT_AUTO_REGISTRATION_GRACE_MS = 10_000;
+
+function parseAutoRegistration(v: unknown, where: string): ServerConfig["autoRegistration"] {
+  if (v === undefined || v === null) return { cleanupGracePeriodMs: DEFAULT_AUTO_REGISTRATION_GRACE_MS };
+  if (!isObj(v)) throw new ServerConfigError(`${where}: expected a mapping`);
+  checkKeys(v, ["cleanupGracePeriod"], where);
+  return { cleanupGracePeriodMs: duration(v, "cleanupGracePeriod", where) ?? DEFAULT_AUTO_REGISTRATION_GRACE_MS };
+}
 
 /**
  * The config file's content (relative paths resolve against the file's directory), then the flags on top
@@ -196,6 +208,7 @@ export function resolveServerConfig(fileContent: unknown, fileDir: string, flags
     insecure: flags.insecure ?? bool(f, "insecure", where) ?? false,
     debounce,
     maxConnectionAgeMs: duration(f, "maxConnectionAge", where) ?? 0,
+    autoRegistration: parseAutoRegistration(f.autoRegistration, `${where}.autoRegistration`),
   };
   if (stateDir) cfg.stateDir = stateDir;
   if (consul) cfg.consul = consul;
