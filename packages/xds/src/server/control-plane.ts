@@ -10,6 +10,7 @@ import { Registry } from "@vmpilot/registry/registry";
 import type { RegistrySnapshot, RegistrySource } from "@vmpilot/registry";
 import { checkStreamIdentity, loadMeshCa, type MeshCa } from "../ca/index.js";
 import { AdsServer, type AuthorizeStream } from "./ads-server.js";
+import { AutoRegistrar } from "./auto-register.js";
 import type { ServerConfig } from "./config.js";
 import { parseHostPort } from "./config.js";
 import { createHttpServer, listenHttp } from "./http.js";
@@ -69,6 +70,8 @@ export interface ExtraService {
 export class ControlPlane {
   readonly ads: AdsServer;
   readonly metrics: ControlPlaneMetrics;
+  /** WorkloadGroup auto-registration: its source is part of every registry this control plane builds. */
+  readonly autoRegistration: AutoRegistrar;
   private readonly log: Logger;
   private registry: Registry;
   private cache: SnapshotCache;
@@ -90,12 +93,26 @@ export class ControlPlane {
     this.config = opts.config;
     this.log = opts.log ?? createLogger("control-plane");
     this.cache = opts.createCache();
+    this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: opts.config.autoRegistration.cleanupGracePeriodMs });
     this.registry = this.buildRegistry(opts.config);
     this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current() });
     const onHealth = opts.onHealthReport;
+    const metrics = this.metrics.observer();
+    const autoReg = this.autoRegistration;
     this.ads = new AdsServer({
       source: { resources: (view, typeUrl) => this.cache.resources(view, typeUrl) },
-      observer: { ...this.metrics.observer(), ...(onHealth ? { health: (s: XdsStream, r: HealthReport) => onHealth(s.view, r) } : {}) },
+      observer: {
+        ...metrics,
+        connected: (s: XdsStream) => {
+          metrics.connected(s);
+          autoReg.connected(s);
+        },
+        disconnected: (s: XdsStream) => autoReg.disconnected(s),
+        health: (s: XdsStream, r: HealthReport) => {
+          autoReg.health(s, r);
+          onHealth?.(s.view, r);
+        },
+      },
       log: createLogger("ads"),
     });
     this.debouncer = new Debouncer(() => this.push(), { quietMs: opts.config.debounce.quietMs, maxMs: opts.config.debounce.maxMs });
@@ -194,6 +211,7 @@ export class ControlPlane {
       this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs });
     }
     if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
+    this.autoRegistration.setGracePeriod(next.autoRegistration.cleanupGracePeriodMs);
     const sourcesChanged = JSON.stringify([prev.configDirs, prev.consul]) !== JSON.stringify([next.configDirs, next.consul]);
     this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
     if (sourcesChanged) {
@@ -239,7 +257,7 @@ export class ControlPlane {
   }
 
   private buildRegistry(cfg: ServerConfig): Registry {
-    const sources: RegistrySource[] = [...(this.opts.sources ?? [])];
+    const sources: RegistrySource[] = [...(this.opts.sources ?? []), this.autoRegistration.source];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
     if (cfg.consul) {
       const { waitForSync: _serverSide, ...consul } = cfg.consul;
@@ -249,6 +267,8 @@ export class ControlPlane {
   }
 
   private snapshotPublished(snap: RegistrySnapshot): void {
+    // The groups auto-registered entries derive from; a change here comes back as a source change (next snapshot).
+    this.autoRegistration.snapshot(snap);
     this.updateCache(snap);
     this.changedAt ??= Date.now();
     this.debouncer.trigger();
