@@ -63,13 +63,13 @@ export function buildCli(out: Out, env: NodeJS.ProcessEnv, onRun: (agent: Agent)
 
   program
     .command("iptables")
-    .description("print (--dry-run) or apply the REDIRECT rules that send traffic through Envoy")
+    .description("print (--dry-run) or apply the REDIRECT rules that send traffic through Envoy and DNS to the agent")
     .requiredOption("-c, --config <file>", "agent config (YAML)")
     .option("--dry-run", "print the iptables commands instead of applying them")
     .action((o: { config: string; dryRun?: boolean }) => {
       const cfg = load(o.config, env);
-      if (cfg.interception.mode !== "REDIRECT") {
-        throw new IptablesApplyError(`interception.mode is ${cfg.interception.mode}: there are no capture rules to ${o.dryRun ? "print" : "apply"}`);
+      if (cfg.interception.mode !== "REDIRECT" && !cfg.dns.capture) {
+        throw new IptablesApplyError(`interception.mode is ${cfg.interception.mode} and dns.capture is off: there are no capture rules to ${o.dryRun ? "print" : "apply"}`);
       }
       const plan = redirectPlan(captureSettings(cfg));
       for (const n of plan.notes) out.stderr(`note: ${n}\n`);

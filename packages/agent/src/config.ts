@@ -6,6 +6,7 @@ import net from "node:net";
 import path from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { spiffeId } from "@vmpilot/registry/spiffe";
+import { parseUpstream } from "./dns/upstreams.js";
 import { AgentConfigError, checkScalar, envSuffix, leaves, readDocument, type FieldSchema, type ObjectSchema, type Problem } from "./schema.js";
 
 export { AgentConfigError, type Problem } from "./schema.js";
@@ -100,6 +101,24 @@ export interface AgentConfig {
     excludeInboundPorts: number[];
     excludeOutboundPorts: number[];
   };
+  /** The DNS proxy (Istio's DNS proxying): mesh names from the control plane, the rest upstream. */
+  dns: {
+    enabled: boolean;
+    address: string;
+    /** 0 lets the OS choose (tests); capture needs a fixed port. */
+    port: number;
+    /** Where unknown names go; undefined = the nameservers of /etc/resolv.conf, read at start. */
+    upstreams?: string[];
+    /** Redirect the VM's DNS traffic (port 53, UDP and TCP) to the proxy with iptables. */
+    capture: boolean;
+    /** Which resolvers' traffic is captured: `*` (any destination) or IPs; undefined = resolv.conf's nameservers. */
+    captureServers?: string[];
+  };
+  /** Gateways (proxy.kind gateway): TLS credentials for Gateway servers' credentialName, served by file-based SDS. */
+  gateway: {
+    /** Holds NAME/cert.pem, NAME/key.pem and optionally NAME/ca.pem for each credentialName. */
+    credentialsDir: string;
+  };
   probe?: ProbeConfig;
   autoRegisterGroup?: string;
   certificates: { ttlMs?: number; minRetryMs: number; maxRetryMs: number };
@@ -166,6 +185,18 @@ export const AGENT_SCHEMA: ObjectSchema = {
         excludeOutboundPorts: { type: "intList", min: 1, max: 65535 },
       },
     },
+    dns: {
+      type: "object",
+      fields: {
+        enabled: { type: "bool" },
+        address: str,
+        port: portOrZero,
+        upstreams: { type: "stringList" },
+        capture: { type: "bool" },
+        captureServers: { type: "stringList" },
+      },
+    },
+    gateway: { type: "object", fields: { credentialsDir: str } },
     probe: {
       type: "object",
       fields: {
@@ -339,6 +370,32 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
     if (p !== "*" && !(/^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535)) problem(`interception.includeInboundPorts[${i}]`, `interception.includeInboundPorts[${i}]: ${JSON.stringify(p)} is neither "*" nor a port`);
   });
 
+  const dnsRaw: Raw = raw.dns ?? {};
+  const dnsEnabled: boolean = dnsRaw.enabled ?? false;
+  const dnsAddress: string = dnsRaw.address ?? "127.0.0.1";
+  const dnsPort: number = dnsRaw.port ?? 15053;
+  if (net.isIP(dnsAddress) === 0) problem("dns.address", `dns.address ${JSON.stringify(dnsAddress)} must be an IP literal`);
+  (dnsRaw.upstreams as string[] | undefined)?.forEach((u, i) => {
+    try {
+      parseUpstream(u);
+    } catch (e) {
+      problem(`dns.upstreams[${i}]`, `dns.upstreams[${i}]: ${(e as Error).message}`);
+    }
+  });
+  (dnsRaw.captureServers as string[] | undefined)?.forEach((a, i) => {
+    if (a !== "*" && net.isIP(a) === 0) problem(`dns.captureServers[${i}]`, `dns.captureServers[${i}]: ${JSON.stringify(a)} is neither "*" nor an IP address`);
+  });
+  // Istio's default: capture DNS whenever the proxy answers it and traffic is captured anyway.
+  const dnsCapture: boolean = dnsRaw.capture ?? (dnsEnabled && mode === "REDIRECT");
+  if (dnsCapture) {
+    const at = dnsRaw.capture !== undefined ? "dns.capture" : "dns";
+    if (!dnsEnabled) problem(at, "dns.capture redirects port 53 to the agent's DNS proxy, which is off: set dns.enabled: true");
+    // iptables REDIRECT sends locally generated packets to 127.0.0.1 (the loopback address), on a fixed port.
+    else if (dnsAddress !== "127.0.0.1" && dnsAddress !== "0.0.0.0") problem("dns.address", `dns.address ${dnsAddress}: with dns.capture the proxy must listen on 127.0.0.1 (or 0.0.0.0), where iptables REDIRECT delivers`);
+    else if (dnsPort === 0) problem("dns.port", "dns.port 0 (any port) cannot be the target of the capture rules; pick a port (default 15053)");
+    if ((icp.excludeOutboundPorts as number[] | undefined)?.includes(53)) problem("interception.excludeOutboundPorts", "interception.excludeOutboundPorts lists 53 while dns.capture is on: decide whether DNS is captured (set dns.capture: false to let it bypass the agent)");
+  }
+
   let probe: ProbeConfig | undefined;
   if (raw.probe) {
     const p: Raw = raw.probe;
@@ -430,6 +487,15 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
       excludeInboundPorts: icp.excludeInboundPorts ?? [],
       excludeOutboundPorts: icp.excludeOutboundPorts ?? [],
     },
+    dns: {
+      enabled: dnsEnabled,
+      address: dnsAddress,
+      port: dnsPort,
+      ...(dnsRaw.upstreams !== undefined ? { upstreams: dnsRaw.upstreams } : {}),
+      capture: dnsCapture,
+      ...(dnsRaw.captureServers !== undefined ? { captureServers: dnsRaw.captureServers } : {}),
+    },
+    gateway: { credentialsDir: path.resolve(raw.gateway?.credentialsDir ?? "/etc/vmpilot/credentials") },
     ...(probe ? { probe } : {}),
     ...(raw.autoRegisterGroup !== undefined ? { autoRegisterGroup: raw.autoRegisterGroup } : {}),
     certificates: {

@@ -4,9 +4,16 @@
 //
 // Inbound:  PREROUTING -> VMPILOT_INBOUND -> (captured ports) VMPILOT_IN_REDIRECT -> REDIRECT :15006
 // Outbound: OUTPUT -> VMPILOT_OUTPUT -> (captured destinations) VMPILOT_REDIRECT -> REDIRECT :15001
+// DNS:      OUTPUT (udp/tcp port 53) -> VMPILOT_OUTPUT_DNS -> (the resolvers' addresses) REDIRECT :15053
 // The proxy's own traffic (its uid/gid) is never captured again, which is what stops the redirect loop.
+//
+// Outbound ranges follow Istio's traffic.sidecar.istio.io annotations: excludeOutboundPorts and
+// excludeOutboundCidrs RETURN first (the seed's "direct access" bypass), then only includeOutboundCidrs are
+// redirected (`*` = every destination); anything else falls off the end of VMPILOT_OUTPUT and leaves directly.
+// Only IPv4 is handled: IPv6 ranges are reported in the plan's notes, and no ip6tables rules are generated.
 import net from "node:net";
 import type { AgentConfig } from "./config.js";
+import { systemUpstreams, type Upstream } from "./dns/upstreams.js";
 
 export const INBOUND_CAPTURE_PORT = 15006;
 export const OUTBOUND_CAPTURE_PORT = 15001;
@@ -20,6 +27,7 @@ export const CHAINS = {
   inRedirect: "VMPILOT_IN_REDIRECT",
   output: "VMPILOT_OUTPUT",
   redirect: "VMPILOT_REDIRECT",
+  outputDns: "VMPILOT_OUTPUT_DNS",
 } as const;
 
 export interface IptablesRule {
@@ -27,6 +35,11 @@ export interface IptablesRule {
   chain: string;
   /** Everything after `-A CHAIN`. */
   args: string[];
+  /**
+   * Insert at the top of a built-in chain instead of appending: the DNS jumps must run before the TCP jump to
+   * VMPILOT_OUTPUT even when that jump is already installed (a re-apply that turns DNS capture on).
+   */
+  first?: true;
 }
 
 export interface IptablesPlan {
@@ -48,11 +61,20 @@ export interface CaptureSettings {
   includeOutboundCidrs: string[];
   excludeOutboundCidrs: string[];
   excludeOutboundPorts: number[];
+  /** Capture DNS to the agent's proxy on 127.0.0.1:`port`: queries to `servers` (`*` = to any address). */
+  dns?: { port: number; servers: "*" | string[] };
+  /** False: DNS capture only (interception.mode NONE with dns.capture); inbound and outbound TCP untouched. */
+  traffic?: boolean;
 }
 
-export function captureSettings(cfg: AgentConfig): CaptureSettings {
+/**
+ * The capture settings of an agent config. DNS capture targets the resolvers applications use, i.e. the
+ * nameservers of /etc/resolv.conf (read here, once), not every port-53 destination: a local caching resolver
+ * (dnsmasq, systemd-resolved) forwarding to its own upstreams must not be looped back into the agent.
+ */
+export function captureSettings(cfg: AgentConfig, nameservers: () => Upstream[] = () => systemUpstreams()): CaptureSettings {
   const i = cfg.interception;
-  return {
+  const out: CaptureSettings = {
     proxyUid: i.proxyUid,
     ...(i.proxyGid !== undefined ? { proxyGid: i.proxyGid } : {}),
     includeInboundPorts: i.includeInboundPorts,
@@ -62,6 +84,13 @@ export function captureSettings(cfg: AgentConfig): CaptureSettings {
     excludeOutboundCidrs: i.excludeOutboundCidrs,
     excludeOutboundPorts: i.excludeOutboundPorts,
   };
+  if (i.mode !== "REDIRECT") out.traffic = false;
+  if (cfg.dns.capture) {
+    const listed = cfg.dns.captureServers;
+    const servers = listed?.includes("*") ? "*" : (listed ?? nameservers().filter((u) => u.port === 53).map((u) => u.host));
+    out.dns = { port: cfg.dns.port, servers: servers === "*" ? "*" : [...new Set(servers)] };
+  }
+  return out;
 }
 
 function uniqueSorted(ports: Iterable<number>): number[] {
@@ -83,6 +112,35 @@ export function redirectPlan(s: CaptureSettings): IptablesPlan {
 
   add(CHAINS.redirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", String(OUTBOUND_CAPTURE_PORT));
   add(CHAINS.inRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", String(INBOUND_CAPTURE_PORT));
+  const owners: [string, string][] = [["--uid-owner", String(s.proxyUid)]];
+  if (s.proxyGid !== undefined) owners.push(["--gid-owner", String(s.proxyGid)]);
+
+  // ---- DNS ----
+  // Jumped to before VMPILOT_OUTPUT, so TCP queries reach the DNS proxy rather than Envoy's 15001. The agent
+  // (running as the proxy's user) forwards unknown names to the same resolvers: its queries, and Envoy's own
+  // DNS lookups, are exempt first, or they would come straight back.
+  const chains: string[] = Object.values(CHAINS).filter((c) => c !== CHAINS.outputDns);
+  if (s.dns) {
+    const servers = s.dns.servers === "*" ? "*" : v4(s.dns.servers, "DNS server").map((a) => `${a}/32`);
+    if (servers === "*" || servers.length > 0) {
+      chains.push(CHAINS.outputDns);
+      // `-m udp`/`-m tcp` spelled out as iptables-save prints them, so a re-apply recognises installed jumps.
+      for (const proto of ["tcp", "udp"]) rules.push({ table: "nat", chain: "OUTPUT", args: ["-p", proto, "-m", proto, "--dport", "53", "-j", CHAINS.outputDns], first: true });
+      for (const [flag, id] of owners) add(CHAINS.outputDns, "-m", "owner", flag, id, "-j", "RETURN");
+      for (const d of servers === "*" ? [undefined] : servers) {
+        for (const proto of ["udp", "tcp"]) {
+          add(CHAINS.outputDns, ...(d ? ["-d", d] : []), "-p", proto, "-m", proto, "--dport", "53", "-j", "REDIRECT", "--to-ports", String(s.dns.port));
+        }
+      }
+    } else {
+      notes.push('DNS capture: no IPv4 nameserver in /etc/resolv.conf to capture; list them in dns.captureServers (or "*")');
+    }
+  }
+  if (s.traffic === false) {
+    notes.push("interception.mode NONE: only DNS is captured; TCP traffic reaches its destination directly");
+    const dnsOnly = rules.filter((r) => r.chain === "OUTPUT" || r.chain === CHAINS.outputDns);
+    return { table: "nat", chains: chains.filter((c) => c === CHAINS.outputDns), rules: dnsOnly, notes };
+  }
 
   // ---- inbound ----
   const excludedIn = uniqueSorted([...ALWAYS_EXCLUDED_INBOUND_PORTS, ...s.excludeInboundPorts]);
@@ -102,14 +160,12 @@ export function redirectPlan(s: CaptureSettings): IptablesPlan {
   const excludeOut = v4(s.excludeOutboundCidrs, "excludeOutboundCidrs").filter((c) => c !== "*");
   if (includeOut.length === 0) {
     notes.push("no outbound ranges to capture: outbound traffic bypasses the proxy");
-    return { table: "nat", chains: Object.values(CHAINS), rules, notes };
+    return { table: "nat", chains, rules, notes };
   }
   add("OUTPUT", "-p", "tcp", "-j", CHAINS.output);
   // Envoy's inbound passthrough to the app (source 127.0.0.6) must not loop back into the proxy.
   add(CHAINS.output, "-o", "lo", "-s", INBOUND_PASSTHROUGH_SOURCE, "-j", "RETURN");
   for (const p of uniqueSorted(s.excludeOutboundPorts)) add(CHAINS.output, "-p", "tcp", "--dport", String(p), "-j", "RETURN");
-  const owners: [string, string][] = [["--uid-owner", String(s.proxyUid)]];
-  if (s.proxyGid !== undefined) owners.push(["--gid-owner", String(s.proxyGid)]);
   for (const [flag, id] of owners) {
     // The proxy calling a local app by a non-loopback address of this VM (its own service): treat as inbound.
     add(CHAINS.output, "!", "-d", "127.0.0.1/32", "-o", "lo", "-m", "owner", flag, id, "-j", CHAINS.inRedirect);
@@ -122,7 +178,7 @@ export function redirectPlan(s: CaptureSettings): IptablesPlan {
   for (const c of excludeOut) add(CHAINS.output, "-d", c, "-j", "RETURN");
   if (includeOut.includes("*")) add(CHAINS.output, "-j", CHAINS.redirect);
   else for (const c of includeOut) add(CHAINS.output, "-d", c, "-j", CHAINS.redirect);
-  return { table: "nat", chains: Object.values(CHAINS), rules, notes };
+  return { table: "nat", chains, rules, notes };
 }
 
 function shellQuote(arg: string): string {
@@ -133,7 +189,7 @@ function shellQuote(arg: string): string {
 export function renderCommands(plan: IptablesPlan): string[] {
   return [
     ...plan.chains.map((c) => `iptables -t ${plan.table} -N ${c}`),
-    ...plan.rules.map((r) => ["iptables", "-t", r.table, "-A", r.chain, ...r.args].map(shellQuote).join(" ")),
+    ...plan.rules.map((r) => ["iptables", "-t", r.table, ...(r.first ? ["-I", r.chain, "1"] : ["-A", r.chain]), ...r.args].map(shellQuote).join(" ")),
   ];
 }
 
@@ -146,7 +202,7 @@ export function renderRestore(plan: IptablesPlan, existingJumps: ReadonlySet<str
   for (const r of plan.rules) {
     const line = ["-A", r.chain, ...r.args].join(" ");
     if ((r.chain === "PREROUTING" || r.chain === "OUTPUT") && existingJumps.has(line)) continue;
-    lines.push(line);
+    lines.push(r.first ? ["-I", r.chain, "1", ...r.args].join(" ") : line);
   }
   lines.push("COMMIT", "");
   return lines.join("\n");

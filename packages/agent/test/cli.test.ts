@@ -119,7 +119,20 @@ interception: {proxyUid: 1337}
   it("iptables refuses when interception is off", async () => {
     const p = cli(["iptables", "--config", configFile, "--dry-run"], { VMPILOT_AGENT_INTERCEPTION_MODE: "NONE" });
     expect(await p.code).to.equal(1);
-    expect(p.stderr()).to.include("interception.mode is NONE: there are no capture rules to print");
+    expect(p.stderr()).to.include("interception.mode is NONE and dns.capture is off: there are no capture rules to print");
+  });
+
+  it("iptables --dry-run prints the DNS capture rules (before the TCP capture) when dns.capture is on", async () => {
+    const p = cli(["iptables", "--config", configFile, "--dry-run"], { VMPILOT_AGENT_DNS_ENABLED: "true", VMPILOT_AGENT_DNS_CAPTURE_SERVERS: "10.0.0.2" });
+    expect(await p.code).to.equal(0);
+    const lines = p.stdout().trim().split("\n");
+    expect(lines).to.include("iptables -t nat -N VMPILOT_OUTPUT_DNS");
+    expect(lines).to.include("iptables -t nat -I OUTPUT 1 -p udp -m udp --dport 53 -j VMPILOT_OUTPUT_DNS");
+    expect(lines).to.include("iptables -t nat -A VMPILOT_OUTPUT_DNS -m owner --uid-owner 1337 -j RETURN");
+    expect(lines).to.include("iptables -t nat -A VMPILOT_OUTPUT_DNS -d 10.0.0.2/32 -p tcp -m tcp --dport 53 -j REDIRECT --to-ports 15053");
+    const off = cli(["iptables", "--config", configFile, "--dry-run"]);
+    expect(await off.code).to.equal(0);
+    expect(off.stdout()).not.to.include("VMPILOT_OUTPUT_DNS");
   });
 
   it("run without an envoy binary exits 1 with a clear message", async () => {

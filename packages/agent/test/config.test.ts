@@ -127,6 +127,27 @@ describe("agent config", () => {
     expect(c.interception.excludeOutboundCidrs).to.deep.equal(["169.254.169.254/32"]);
   });
 
+  it("resolves DNS proxy defaults: off; when on, capture follows REDIRECT interception (as Istio's DNS capture)", () => {
+    expect(config().dns).to.deep.equal({ enabled: false, address: "127.0.0.1", port: 15053, capture: false });
+    expect(config("dns:\n  enabled: true\n").dns).to.deep.equal({ enabled: true, address: "127.0.0.1", port: 15053, capture: true });
+    expect(config("interception:\n  mode: NONE\ndns:\n  enabled: true\n").dns.capture).to.equal(false);
+    const c = config("", { VMPILOT_AGENT_DNS_ENABLED: "true", VMPILOT_AGENT_DNS_UPSTREAMS: "10.0.0.2,[fd00::53]:5353", VMPILOT_AGENT_DNS_CAPTURE: "false" });
+    expect(c.dns).to.deep.equal({ enabled: true, address: "127.0.0.1", port: 15053, upstreams: ["10.0.0.2", "[fd00::53]:5353"], capture: false });
+  });
+
+  it("checks the DNS settings where they are written", () => {
+    const base = BASE_YAML.split("\n").length;
+    const text = problemsOf(BASE_YAML + "dns:\n  enabled: true\n  address: 10.0.0.5\n  upstreams: [8.8.8.8, dns.example]\n  captureServers: [resolver]\n").join("\n");
+    expect(text).to.include(`agent.yaml:${base + 2}:3: error: dns.address 10.0.0.5: with dns.capture the proxy must listen on 127.0.0.1 (or 0.0.0.0), where iptables REDIRECT delivers`);
+    expect(text).to.include(`agent.yaml:${base + 3}:24: error: dns.upstreams[1]: invalid DNS upstream 'dns.example': 'dns.example' is not an IP address`);
+    expect(text).to.include('dns.captureServers[0]: "resolver" is neither "*" nor an IP address');
+    expect(problemsOf(BASE_YAML + "dns:\n  capture: true\n").join("\n")).to.include("dns.capture redirects port 53 to the agent's DNS proxy, which is off: set dns.enabled: true");
+    expect(problemsOf(BASE_YAML + "dns:\n  enabled: true\n  port: 0\n").join("\n")).to.include("dns.port 0 (any port) cannot be the target of the capture rules");
+    expect(problemsOf(BASE_YAML + "interception:\n  excludeOutboundPorts: [53]\ndns:\n  enabled: true\n").join("\n")).to.include("interception.excludeOutboundPorts lists 53 while dns.capture is on");
+    // Without capture the proxy may listen anywhere, on any port.
+    expect(config("dns:\n  enabled: true\n  capture: false\n  address: 127.0.0.46\n  port: 0\n").dns).to.deep.include({ address: "127.0.0.46", port: 0 });
+  });
+
   it("reports YAML syntax errors with their position", () => {
     const lines = problemsOf("name: [unclosed\n");
     expect(lines[0]).to.match(/^agent\.yaml:\d+:\d+: error: /);

@@ -80,4 +80,91 @@ describe("iptables REDIRECT rules", () => {
     expect(restore).not.to.include("-A OUTPUT -p tcp -j VMPILOT_OUTPUT");
     expect(restore.endsWith("COMMIT\n")).to.equal(true);
   });
+
+  // ---- DNS capture (issue 8 part 3) ----
+
+  const dnsRules = (plan: ReturnType<typeof redirectPlan>) => plan.rules.filter((r) => r.chain === "VMPILOT_OUTPUT_DNS" || r.args.includes("VMPILOT_OUTPUT_DNS"));
+
+  it("captures DNS to the resolv.conf nameservers, exempting the proxy's uid and gid first, before the TCP capture", () => {
+    const cfg = config("interception:\n  proxyUid: 999\n  proxyGid: 998\ndns:\n  enabled: true\n");
+    const plan = redirectPlan(captureSettings(cfg, () => [{ host: "10.0.0.2", port: 53 }, { host: "127.0.0.53", port: 53 }, { host: "fd00::53", port: 53 }]));
+    expect(plan.chains).to.include("VMPILOT_OUTPUT_DNS");
+    expect(dnsRules(plan)).to.deep.equal([
+      { table: "nat", chain: "OUTPUT", args: ["-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "VMPILOT_OUTPUT_DNS"], first: true },
+      { table: "nat", chain: "OUTPUT", args: ["-p", "udp", "-m", "udp", "--dport", "53", "-j", "VMPILOT_OUTPUT_DNS"], first: true },
+      rule("VMPILOT_OUTPUT_DNS", "-m", "owner", "--uid-owner", "999", "-j", "RETURN"),
+      rule("VMPILOT_OUTPUT_DNS", "-m", "owner", "--gid-owner", "998", "-j", "RETURN"),
+      rule("VMPILOT_OUTPUT_DNS", "-d", "10.0.0.2/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "15053"),
+      rule("VMPILOT_OUTPUT_DNS", "-d", "10.0.0.2/32", "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "15053"),
+      rule("VMPILOT_OUTPUT_DNS", "-d", "127.0.0.53/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "15053"),
+      rule("VMPILOT_OUTPUT_DNS", "-d", "127.0.0.53/32", "-p", "tcp", "-m", "tcp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "15053"),
+    ]);
+    expect(plan.notes).to.deep.equal(["DNS server fd00::53 is IPv6: not handled by iptables (ip6tables rules are not generated)"]);
+    // The DNS jumps run first: iptables-restore inserts them at the top of OUTPUT, and the commands say so.
+    const restore = renderRestore(plan).split("\n");
+    expect(restore.indexOf("-I OUTPUT 1 -p udp -m udp --dport 53 -j VMPILOT_OUTPUT_DNS")).to.be.greaterThan(0);
+    expect(restore).to.include("-A OUTPUT -p tcp -j VMPILOT_OUTPUT");
+    // Already installed (as iptables-save prints it): not inserted twice.
+    const again = renderRestore(plan, new Set(["-A OUTPUT -p udp -m udp --dport 53 -j VMPILOT_OUTPUT_DNS", "-A OUTPUT -p tcp -m tcp --dport 53 -j VMPILOT_OUTPUT_DNS"]));
+    expect(again).not.to.match(/OUTPUT 1/);
+  });
+
+  it("has no DNS rules when dns.capture is off (the default without dns.enabled), or explicitly off", () => {
+    const none = redirectPlan(captureSettings(config(), () => [{ host: "10.0.0.2", port: 53 }]));
+    expect(dnsRules(none)).to.deep.equal([]);
+    expect(none.chains).not.to.include("VMPILOT_OUTPUT_DNS");
+    const off = redirectPlan(captureSettings(config("dns:\n  enabled: true\n  capture: false\n"), () => [{ host: "10.0.0.2", port: 53 }]));
+    expect(dnsRules(off)).to.deep.equal([]);
+  });
+
+  it('captures every port-53 destination with captureServers "*", on the configured port', () => {
+    const plan = redirectPlan(captureSettings(config('dns:\n  enabled: true\n  port: 5353\n  captureServers: ["*"]\n'), () => []));
+    expect(dnsRules(plan).filter((r) => r.chain === "VMPILOT_OUTPUT_DNS").map((r) => r.args.join(" "))).to.deep.equal([
+      "-m owner --uid-owner 1337 -j RETURN",
+      "-p udp -m udp --dport 53 -j REDIRECT --to-ports 5353",
+      "-p tcp -m tcp --dport 53 -j REDIRECT --to-ports 5353",
+    ]);
+  });
+
+  it("says why DNS is not captured when resolv.conf names no IPv4 server", () => {
+    const plan = redirectPlan(captureSettings(config("dns:\n  enabled: true\n"), () => []));
+    expect(dnsRules(plan)).to.deep.equal([]);
+    expect(plan.notes).to.include('DNS capture: no IPv4 nameserver in /etc/resolv.conf to capture; list them in dns.captureServers (or "*")');
+  });
+
+  it("with interception.mode NONE and dns.capture, captures DNS only", () => {
+    const cfg = config("interception:\n  mode: NONE\ndns:\n  enabled: true\n  capture: true\n");
+    const plan = redirectPlan(captureSettings(cfg, () => [{ host: "10.0.0.2", port: 53 }]));
+    expect(plan.chains).to.deep.equal(["VMPILOT_OUTPUT_DNS"]);
+    expect(plan.rules.every((r) => r.chain === "OUTPUT" || r.chain === "VMPILOT_OUTPUT_DNS")).to.equal(true);
+    expect(plan.rules.some((r) => r.args.includes("VMPILOT_OUTPUT"))).to.equal(false);
+    expect(dnsRules(plan)).to.have.length(5);
+  });
+
+  // ---- outbound ranges and ports (issue 8 part 6: the seed's "direct access" bypass) ----
+
+  it("only redirects the included outbound ranges; excluded ranges and ports RETURN before any redirect", () => {
+    const cfg = config("interception:\n  includeOutboundCidrs: [10.0.0.0/8, 172.16.0.0/12]\n  excludeOutboundCidrs: [10.96.0.10/32]\n  excludeOutboundPorts: [3306]\n");
+    const output = redirectPlan(captureSettings(cfg)).rules.filter((r) => r.chain === "VMPILOT_OUTPUT").map((r) => r.args.join(" "));
+    const firstRedirect = output.findIndex((a) => a.endsWith("-j VMPILOT_REDIRECT"));
+    expect(output.slice(firstRedirect)).to.deep.equal(["-d 10.0.0.0/8 -j VMPILOT_REDIRECT", "-d 172.16.0.0/12 -j VMPILOT_REDIRECT"]);
+    expect(output.indexOf("-d 10.96.0.10/32 -j RETURN")).to.be.within(0, firstRedirect - 1);
+    expect(output.indexOf("-p tcp --dport 3306 -j RETURN")).to.be.within(0, firstRedirect - 1);
+    // Nothing redirects every destination: the rest falls off the chain and leaves directly.
+    expect(output).not.to.include("-j VMPILOT_REDIRECT");
+  });
+
+  it("captures no outbound traffic with an empty include list, and none of it reaches VMPILOT_OUTPUT", () => {
+    const plan = redirectPlan(captureSettings(config("interception:\n  includeOutboundCidrs: []\n")));
+    expect(plan.rules.some((r) => r.chain === "OUTPUT" || r.chain === "VMPILOT_OUTPUT")).to.equal(false);
+    expect(plan.notes).to.include("no outbound ranges to capture: outbound traffic bypasses the proxy");
+  });
+
+  it("sets IPv6 exclusions aside with a note, and keeps the IPv4 ones", () => {
+    const plan = redirectPlan(captureSettings(config("interception:\n  excludeOutboundCidrs: [fd00::/8, 192.168.0.0/16]\n")));
+    const output = plan.rules.filter((r) => r.chain === "VMPILOT_OUTPUT").map((r) => r.args.join(" "));
+    expect(output).to.include("-d 192.168.0.0/16 -j RETURN");
+    expect(output.join("\n")).not.to.include("fd00");
+    expect(plan.notes).to.deep.equal(["excludeOutboundCidrs fd00::/8 is IPv6: not handled by iptables (ip6tables rules are not generated)"]);
+  });
 });
