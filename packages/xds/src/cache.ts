@@ -54,6 +54,7 @@ import { contentVersion } from "./hash.js";
 import { encodeJson } from "./protojson.js";
 import { TypeUrl, typeNameOfUrl } from "./protos.js";
 import type { ProxyView } from "./proxy-view.js";
+import { changedSince, diffNames, recordLineage } from "./server/resources.js";
 
 export interface EncodedResource {
   name: string;
@@ -107,6 +108,11 @@ interface ScopeEntry {
   /** Rebuilt lazily after a change that may alter visibility. */
   scope?: Scope;
   maps: Map<string, ResourceMap>;
+  /**
+   * Maps dropped by update() and not rebuilt yet: the rebuilt map records which names differ from them, so
+   * streams compare only those (per scope O(services) once, instead of per proxy).
+   */
+  replaced: Map<string, ResourceMap>;
   lastUsed: number;
 }
 
@@ -114,7 +120,7 @@ interface ViewEntry {
   key: string;
   view: ProxyView;
   inbound?: { clusters: ResourceMap; listeners: ResourceMap; serviceKeys: string[] };
-  overlays: Map<string, { base: ResourceMap; map: ResourceMap }>;
+  overlays: Map<string, { base: ResourceMap; extra: ResourceMap; map: ResourceMap }>;
   lastUsed: number;
 }
 
@@ -241,13 +247,13 @@ export class ResourceCache {
       if (!scope || routingChanged || this.visibilityTouched(scope, changes.services, snapshot)) {
         entry.scope = undefined;
         this.dropAggregates(entry);
-        entry.maps.clear();
+        for (const t of [...entry.maps.keys()]) this.dropMap(entry, t);
         continue;
       }
       for (const e of endpointOnly) {
         if (!scope.serviceKeys.has(e.key)) continue;
-        entry.maps.delete(TypeUrl.ClusterLoadAssignment);
-        if (e.clusters) entry.maps.delete(TypeUrl.Cluster);
+        this.dropMap(entry, TypeUrl.ClusterLoadAssignment);
+        if (e.clusters) this.dropMap(entry, TypeUrl.Cluster);
       }
     }
 
@@ -257,7 +263,6 @@ export class ResourceCache {
         this.views.delete(vkey);
         continue;
       }
-      v.overlays.clear();
       if (!v.inbound) continue;
       const now = ctx.inbound.servicesOf(v.view.ips, workloadKeyOf(v.view));
       if (now.join("\n") !== v.inbound.serviceKeys.join("\n") || now.some((k) => touched.has(k))) v.inbound = undefined;
@@ -271,13 +276,34 @@ export class ResourceCache {
     const base = this.scopeMap(entry, typeUrl);
     if (!hasInbound(view) || (typeUrl !== TypeUrl.Cluster && typeUrl !== TypeUrl.Listener)) return base;
     const v = this.viewEntry(view);
-    const cached = v.overlays.get(typeUrl);
-    if (cached && cached.base === base && v.inbound) return cached.map;
     const inbound = this.inbound(v);
     const extra = typeUrl === TypeUrl.Cluster ? inbound.clusters : inbound.listeners;
+    const cached = v.overlays.get(typeUrl);
+    if (cached && cached.base === base && cached.extra === extra) return cached.map;
     const map = extra.size === 0 ? base : new OverlayMap(base, extra);
-    v.overlays.set(typeUrl, { base, map });
+    if (cached && map !== base && map !== cached.map) {
+      // The overlay's lineage: what changed in the scope map plus what changed in the proxy's own part.
+      const changed = changedSince(base, cached.base);
+      if (changed) recordLineage(map, cached.map, cached.extra === extra ? changed : new Set([...changed, ...diffNames(cached.extra, extra)]));
+    }
+    v.overlays.set(typeUrl, { base, extra, map });
     return map;
+  }
+
+  /** Drops a scope map, remembering the one streams were last given until its replacement is built. */
+  private dropMap(entry: ScopeEntry, typeUrl: string): void {
+    const old = entry.maps.get(typeUrl);
+    if (!old) return;
+    entry.maps.delete(typeUrl);
+    if (!entry.replaced.has(typeUrl)) entry.replaced.set(typeUrl, old);
+  }
+
+  /** Records how a rebuilt scope map differs from the one it replaces (see ScopeEntry.replaced). */
+  private linkReplaced(entry: ScopeEntry, typeUrl: string, map: ResourceMap): void {
+    const old = entry.replaced.get(typeUrl);
+    if (!old) return;
+    entry.replaced.delete(typeUrl);
+    recordLineage(map, old, diffNames(old, map));
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -352,7 +378,7 @@ export class ResourceCache {
   private scopeEntry(view: ProxyView): ScopeEntry {
     const key = scopeKey(view);
     let entry = this.scopes.get(key);
-    if (!entry) this.scopes.set(key, (entry = { key, internKeys: [], maps: new Map(), lastUsed: this.generation }));
+    if (!entry) this.scopes.set(key, (entry = { key, internKeys: [], maps: new Map(), replaced: new Map(), lastUsed: this.generation }));
     entry.lastUsed = this.generation;
     if (!entry.scope) entry.scope = buildScope(this.ctx!.snapshot, this.ctx!.routing, view);
     return entry;
@@ -403,12 +429,15 @@ export class ResourceCache {
         const routes = new Map(this.encodeInterned(TypeUrl.RouteConfiguration, http.routes, entry.internKeys).map((r) => [r.name, r]));
         entry.maps.set(TypeUrl.Listener, listeners);
         entry.maps.set(TypeUrl.RouteConfiguration, routes);
+        this.linkReplaced(entry, TypeUrl.Listener, listeners);
+        this.linkReplaced(entry, TypeUrl.RouteConfiguration, routes);
         return typeUrl === TypeUrl.Listener ? listeners : routes;
       }
       default:
         return EMPTY;
     }
     entry.maps.set(typeUrl, map);
+    this.linkReplaced(entry, typeUrl, map);
     return map;
   }
 

@@ -127,6 +127,47 @@ describe("ADS state of the world", function () {
     await c.expectNothingPending();
   });
 
+  it("sends only changed or new resources in EDS and RDS responses (incremental), and the complete set in CDS", async function () {
+    const c = connect();
+    source.set(CDS, [cluster("a"), cluster("b")]);
+    source.set(EDS, [cla("a", ["10.0.0.1"]), cla("b", ["10.0.0.2"])]);
+    c.send({ node: testNode("envoy-1"), type_url: CDS, resource_names: [] });
+    const cds1 = await c.next();
+    c.send({ type_url: CDS, resource_names: [], response_nonce: cds1.nonce, version_info: cds1.version_info });
+    c.send({ type_url: EDS, resource_names: ["a", "b"] });
+    const r1 = await c.next();
+    expect(names(r1)).to.deep.equal(["a", "b"]);
+    c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: r1.nonce, version_info: r1.version_info });
+    await c.expectNothingPending();
+
+    // One endpoint change: the response carries a alone, under a new version for the whole set.
+    source.set(EDS, [cla("a", ["10.0.0.3"]), cla("b", ["10.0.0.2"])]);
+    ads.push();
+    const r2 = await c.next();
+    expect(names(r2)).to.deep.equal(["a"]);
+    expect(r2.version_info).to.not.equal(r1.version_info);
+    c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: r2.nonce, version_info: r2.version_info });
+    await c.expectNothingPending();
+
+    // Changing a back gives back the first version: versions name content, not history.
+    source.set(EDS, [cla("a", ["10.0.0.1"]), cla("b", ["10.0.0.2"])]);
+    ads.push();
+    const r3 = await c.next();
+    expect(names(r3)).to.deep.equal(["a"]);
+    expect(r3.version_info).to.equal(r1.version_info);
+    c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: r3.nonce, version_info: r3.version_info });
+
+    // b vanishes from EDS: a SotW EDS response cannot remove it, so nothing is sent; CDS (complete) still lists both.
+    source.set(EDS, [cla("a", ["10.0.0.1"])]);
+    source.set(CDS, [cluster("a"), cluster("b"), cluster("c")]);
+    ads.push();
+    const cds2 = await c.next();
+    expect(cds2.type_url).to.equal(CDS);
+    expect(names(cds2)).to.deep.equal(["a", "b", "c"]);
+    c.send({ type_url: CDS, resource_names: [], response_nonce: cds2.nonce, version_info: cds2.version_info });
+    await c.expectNothingPending();
+  });
+
   it("ignores a request whose nonce is not the latest sent for its type", async function () {
     const c = connect();
     c.send({ node: testNode("grpc-1"), type_url: EDS, resource_names: ["a"] });
@@ -145,7 +186,8 @@ describe("ADS state of the world", function () {
     // The current nonce with the new subscription is honoured.
     c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: r2.nonce, version_info: r2.version_info });
     const r3 = await c.next();
-    expect(names(r3)).to.deep.equal(["a", "b"]);
+    // EDS responses are incremental: only the newly subscribed b (a is unchanged and kept by the client).
+    expect(names(r3)).to.deep.equal(["b"]);
   });
 
   it("does not answer an unsubscribe, and answers a re-subscribe", async function () {
@@ -157,7 +199,8 @@ describe("ADS state of the world", function () {
     await c.expectNothingPending();
     c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: r1.nonce, version_info: r1.version_info });
     const r2 = await c.next();
-    expect(names(r2)).to.deep.equal(["a", "b"]);
+    // b is new again (unsubscribing made it forgotten); a is unchanged, so the incremental response leaves it out.
+    expect(names(r2)).to.deep.equal(["b"]);
   });
 
   it("orders a push make-before-break: CDS, EDS, LDS, RDS, and the cluster removal only after the listener moved", async function () {
@@ -193,7 +236,7 @@ describe("ADS state of the world", function () {
     expect(names(lds2)).to.deep.equal(["svc:80", "svc:81"]); // the new listener in, the old one still there
     const rds2 = await c.next();
     expect(rds2.type_url).to.equal(RDS);
-    expect(names(rds2)).to.deep.equal(["80", "81"]);
+    expect(names(rds2)).to.deep.equal(["81"]); // incremental: route config 80 did not change
     await c.expectNothingPending();
     // ACK everything; the removals follow in reverse dependency order, one at a time: LDS, then CDS.
     c.send({ type_url: CDS, resource_names: [], response_nonce: cds2.nonce });

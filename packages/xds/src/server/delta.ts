@@ -5,7 +5,7 @@
 // only resources whose version differs from that, plus `removed_resources` for names the client has (or
 // asked for) that do not exist for it. Requests are diffs, so subscription changes apply even when the
 // nonce they carry is stale; only the ACK/NACK part needs the latest nonce.
-import { COMPLETE_TYPES, contentVersion, type EncodedResource } from "./resources.js";
+import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { type DeltaRequest, encodeDeltaResponse } from "./ads.js";
 import { type Plan, type TypeState, XdsStream } from "./stream.js";
 
@@ -14,6 +14,21 @@ const ABSENT = "\0absent";
 
 interface DeltaTypeState extends TypeState {
   clientHas: Map<string, string>;
+  /** The version of what the client has (ABSENT markers excluded): system_version_info. */
+  hasVersion: SetVersion;
+}
+
+/** Records (or with `version` undefined, forgets) what the client has under `name`, keeping the version current. */
+function setHas(s: DeltaTypeState, name: string, version: string | EncodedResource | undefined): void {
+  const old = s.clientHas.get(name);
+  if (old !== undefined && old !== ABSENT) s.hasVersion.remove(name, old);
+  if (version === undefined) {
+    s.clientHas.delete(name);
+    return;
+  }
+  const v = typeof version === "string" ? version : version.version;
+  s.clientHas.set(name, v);
+  if (v !== ABSENT) s.hasVersion.add(name, version);
 }
 
 export class DeltaStream extends XdsStream {
@@ -25,8 +40,8 @@ export class DeltaStream extends XdsStream {
     if (this.handleHealth(req.type_url, req.error_detail)) return;
     let state = this.types.get(req.type_url);
     if (!state) {
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), force: false, gen: 0 };
-      for (const [name, version] of Object.entries(req.initial_resource_versions)) state.clientHas.set(name, version);
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), hasVersion: new SetVersion(), force: false, gen: 0 };
+      for (const [name, version] of Object.entries(req.initial_resource_versions)) setHas(state, name, version);
       // Envoy's delta wildcard: an empty first subscription for LDS/CDS, or "*".
       const sub = req.resource_names_subscribe;
       state.wildcard = sub.includes("*") || (sub.length === 0 && COMPLETE_TYPES.has(req.type_url));
@@ -40,6 +55,7 @@ export class DeltaStream extends XdsStream {
     }
     state.gen++;
     if (req.response_nonce) this.settle(state, req.response_nonce, req.error_detail);
+    if (req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0) state.synced = undefined;
     for (const n of req.resource_names_subscribe) {
       if (n === "*") state.wildcard = true;
       else state.names.add(n);
@@ -47,39 +63,39 @@ export class DeltaStream extends XdsStream {
     for (const n of req.resource_names_unsubscribe) {
       if (n === "*") {
         state.wildcard = false;
-        for (const has of [...state.clientHas.keys()]) if (!state.names.has(has)) state.clientHas.delete(has);
+        for (const has of [...state.clientHas.keys()]) if (!state.names.has(has)) setHas(state, has, undefined);
       } else {
         state.names.delete(n);
         // Under a wildcard the resource still belongs to the client; otherwise it forgets it.
-        if (!state.wildcard) state.clientHas.delete(n);
+        if (!state.wildcard) setHas(state, n, undefined);
       }
     }
     this.evaluate();
   }
 
-  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan {
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
     const s = state as DeltaTypeState;
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.clientHas.get(r.name) !== r.version) upserts.push(r);
     const removals: string[] = [];
     const notices: string[] = [];
-    for (const [name, version] of s.clientHas) if (!desired.has(name) && version !== ABSENT) removals.push(name);
+    for (const name of candidates ?? s.clientHas.keys()) {
+      const version = s.clientHas.get(name);
+      if (version !== undefined && version !== ABSENT && !desired.has(name)) removals.push(name);
+    }
     // Subscribed names that do not exist: say so once, so the client stops waiting for them.
-    for (const name of s.names) if (!desired.has(name) && !s.clientHas.has(name)) notices.push(name);
-    return { desired, upserts, removals, notices };
+    for (const name of candidates ?? s.names) if (s.names.has(name) && !desired.has(name) && !s.clientHas.has(name)) notices.push(name);
+    return { desired, upserts, removals, notices, gone: [] };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
     const s = state as DeltaTypeState;
     const resources = [...plan.upserts].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const removed = [...plan.notices, ...(removeNow ? plan.removals : [])].sort();
-    for (const r of resources) s.clientHas.set(r.name, r.version);
-    for (const n of removed) {
-      // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
-      if (s.names.has(n)) s.clientHas.set(n, ABSENT);
-      else s.clientHas.delete(n);
-    }
-    const version = contentVersion([...s.clientHas].filter(([, v]) => v !== ABSENT));
+    for (const r of resources) setHas(s, r.name, r);
+    // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
+    for (const n of removed) setHas(s, n, s.names.has(n) ? ABSENT : undefined);
+    const version = s.hasVersion.toString();
     this.write(encodeDeltaResponse({ system_version_info: version, type_url: s.typeUrl, nonce, resources, removed_resources: removed }));
     return { version, resources: resources.length, removed: removed.length };
   }

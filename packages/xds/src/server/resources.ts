@@ -74,3 +74,87 @@ export function contentVersion(entries: Iterable<readonly [string, string]>): st
   for (const [name, version] of sorted) h.update(name).update("\0").update(version).update("\n");
   return h.digest("hex").slice(0, 16);
 }
+
+/**
+ * How a resource map came about from the one it replaced: the names whose entry differs (added, changed or
+ * removed). A source that rebuilds its maps after a change records this, so a stream that had everything of the
+ * previous map only looks at the changed names instead of diffing thousands of unchanged ones per proxy.
+ */
+interface Lineage {
+  prev: ReadonlyMap<string, EncodedResource> | undefined;
+  changed: ReadonlySet<string>;
+}
+
+const lineage = new WeakMap<ReadonlyMap<string, EncodedResource>, Lineage>();
+
+/** How far back a stream may walk: older links are cut so replaced maps can be collected. */
+const MAX_LINEAGE = 8;
+
+/** Records that `next` replaces `prev` and differs from it exactly in `changed`. */
+export function recordLineage(next: ReadonlyMap<string, EncodedResource>, prev: ReadonlyMap<string, EncodedResource>, changed: ReadonlySet<string>): void {
+  if (next === prev) return;
+  lineage.set(next, { prev, changed });
+  let link = lineage.get(prev);
+  for (let depth = 1; link?.prev && depth < MAX_LINEAGE; depth++) {
+    const older = lineage.get(link.prev);
+    if (depth === MAX_LINEAGE - 1) link.prev = undefined;
+    link = older;
+  }
+}
+
+/** The names that differ between `base` and `map` if `map` descends from `base` (undefined: unknown, diff in full). */
+export function changedSince(map: ReadonlyMap<string, EncodedResource>, base: ReadonlyMap<string, EncodedResource>): ReadonlySet<string> | undefined {
+  if (map === base) return new Set();
+  const first = lineage.get(map);
+  if (!first) return undefined;
+  if (first.prev === base) return first.changed;
+  const out = new Set(first.changed);
+  for (let link = first.prev ? lineage.get(first.prev) : undefined; link; link = link.prev ? lineage.get(link.prev) : undefined) {
+    for (const n of link.changed) out.add(n);
+    if (link.prev === base) return out;
+  }
+  return undefined;
+}
+
+/** The names whose entries differ between two maps (both directions). O(size): sources call it once per rebuilt map, not per proxy. */
+export function diffNames(a: ReadonlyMap<string, EncodedResource>, b: ReadonlyMap<string, EncodedResource>): Set<string> {
+  const out = new Set<string>();
+  for (const [n, r] of a) if (b.get(n)?.version !== r.version) out.add(n);
+  for (const n of b.keys()) if (!a.has(n)) out.add(n);
+  return out;
+}
+
+const MASK64 = (1n << 64n) - 1n;
+const entryHashes = new WeakMap<EncodedResource, bigint>();
+
+function entryHash(name: string, version: string): bigint {
+  return BigInt("0x" + createHash("sha256").update(name).update("\0").update(version).digest("hex").slice(0, 16));
+}
+
+/**
+ * The version of a set of (name, version) pairs, kept up to date entry by entry: the sum of per-entry hashes
+ * modulo 2^64. Equal content gives an equal version on every stream and every replica (as contentVersion),
+ * but a change of one entry costs one hash instead of re-hashing thousands of unchanged ones.
+ */
+export class SetVersion {
+  private sum = 0n;
+  add(name: string, version: string | EncodedResource): void {
+    this.sum = (this.sum + hashOf(name, version)) & MASK64;
+  }
+  remove(name: string, version: string | EncodedResource): void {
+    this.sum = (this.sum - hashOf(name, version)) & MASK64;
+  }
+  clear(): void {
+    this.sum = 0n;
+  }
+  toString(): string {
+    return this.sum.toString(16).padStart(16, "0");
+  }
+}
+
+function hashOf(name: string, v: string | EncodedResource): bigint {
+  if (typeof v === "string") return entryHash(name, v);
+  let h = entryHashes.get(v);
+  if (h === undefined) entryHashes.set(v, (h = entryHash(v.name, v.version)));
+  return h;
+}

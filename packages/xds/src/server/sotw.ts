@@ -1,16 +1,21 @@
 // State-of-the-world ADS (StreamAggregatedResources): what Envoy with `GRPC` and every gRPC xDS client speak.
 //
 // Per type: the subscription restated in full by every request; the content of the last response; its nonce.
-// LDS/CDS responses carry everything the proxy should have (absence = removal); RDS/EDS carry the subscribed
-// names that exist. A request whose nonce is not the latest we sent for its type is stale and ignored (the
+// LDS/CDS responses carry everything the proxy should have (absence = removal). RDS/EDS responses are
+// incremental: they carry only the subscribed resources that are new or changed since the last response, and
+// a resource left out is kept by the client, not removed (the xDS protocol: only LDS/CDS are "state of the
+// world"; Envoy, grpc-js-xds since grpc/grpc-node#1925, and Istio's incremental EDS rely on it). So one
+// endpoint change sends one ClusterLoadAssignment, not every cluster's. A request whose nonce is not the latest we sent for its type is stale and ignored (the
 // client sends another once it has processed the latest response).
-import { COMPLETE_TYPES, contentVersion, type EncodedResource } from "./resources.js";
+import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { encodeSotwResponse, type SotwRequest } from "./ads.js";
 import { type Plan, type TypeState, XdsStream } from "./stream.js";
 
 interface SotwTypeState extends TypeState {
-  /** Content of the last response, by name. */
+  /** What the proxy has from us, by name (for RDS/EDS the sum of the incremental responses). */
   sent: Map<string, EncodedResource>;
+  /** The version of `sent`: a response's version_info. */
+  sentVersion: SetVersion;
 }
 
 export class SotwStream extends XdsStream {
@@ -24,7 +29,7 @@ export class SotwStream extends XdsStream {
     if (!state) {
       // First request for this type on this stream (a reconnecting client may carry a nonce and a version
       // from its previous stream: neither means anything here, and it always gets an answer).
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), force: true, gen: 0 };
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), sentVersion: new SetVersion(), force: true, gen: 0 };
       this.types.set(req.type_url, state);
       this.subscribe(state, req.resource_names, true);
       this.evaluate();
@@ -46,31 +51,45 @@ export class SotwStream extends XdsStream {
     const names = new Set(explicit);
     const grew = (wildcard && !state.wildcard) || explicit.some((n) => !state.names.has(n));
     if (!first && grew) state.force = true;
+    if (wildcard !== state.wildcard || names.size !== state.names.size || grew) state.synced = undefined;
     state.wildcard = wildcard;
     state.names = names;
-    if (!wildcard) for (const n of [...state.sent.keys()]) if (!names.has(n)) state.sent.delete(n);
+    if (!wildcard) for (const [n, r] of state.sent) if (!names.has(n)) this.forget(state, n, r);
   }
 
-  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan {
+  private forget(state: SotwTypeState, name: string, r: EncodedResource): void {
+    state.sent.delete(name);
+    state.sentVersion.remove(name, r);
+  }
+
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
     const s = state as SotwTypeState;
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.sent.get(r.name)?.version !== r.version) upserts.push(r);
-    const removals: string[] = [];
     // RDS/EDS responses cannot express a removal (the client keeps what it has until it unsubscribes), so
-    // only LDS/CDS have removals to send.
-    if (COMPLETE_TYPES.has(s.typeUrl)) for (const n of s.sent.keys()) if (!desired.has(n)) removals.push(n);
-    return { desired, upserts, removals, notices: [] };
+    // only LDS/CDS have removals to send; for RDS/EDS a vanished resource is just forgotten.
+    const removals: string[] = [];
+    const gone: string[] = [];
+    const into = COMPLETE_TYPES.has(s.typeUrl) ? removals : gone;
+    for (const n of candidates ?? s.sent.keys()) if (s.sent.has(n) && !desired.has(n)) into.push(n);
+    return { desired, upserts, removals, notices: [], gone };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
     const s = state as SotwTypeState;
-    const content = new Map<string, EncodedResource>(plan.desired);
-    // Removals deferred: keep offering the removed resources (as last sent) so the response stays complete.
-    if (!removeNow) for (const n of plan.removals) content.set(n, s.sent.get(n)!);
-    const resources = [...content.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const version = contentVersion(resources.map((r) => [r.name, r.version] as const));
+    for (const r of plan.upserts) {
+      const old = s.sent.get(r.name);
+      if (old) s.sentVersion.remove(r.name, old);
+      s.sent.set(r.name, r);
+      s.sentVersion.add(r.name, r);
+    }
+    for (const n of plan.gone) this.forget(s, n, s.sent.get(n)!);
+    // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
+    if (removeNow) for (const n of plan.removals) this.forget(s, n, s.sent.get(n)!);
+    const complete = COMPLETE_TYPES.has(s.typeUrl);
+    const resources = [...(complete ? s.sent.values() : plan.upserts)].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const version = s.sentVersion.toString();
     this.write(encodeSotwResponse({ version_info: version, type_url: s.typeUrl, nonce, resources }));
-    s.sent = content;
     return { version, resources: resources.length, removed: removeNow ? plan.removals.length : 0 };
   }
 }

@@ -1,7 +1,7 @@
 // What SotW and delta streams share: the proxy view from the first request, per-type ACK/NACK bookkeeping,
 // the one-response-in-flight rule, make-before-break sequencing, and the status /debug/syncz shows.
 import type { ProxyView } from "../proxy-view.js";
-import { byPushOrder, type EncodedResource, HEALTH_TYPE_URL, removalRank, type ResourceSource, shortType } from "./resources.js";
+import { byPushOrder, changedSince, type EncodedResource, HEALTH_TYPE_URL, removalRank, type ResourceSource, shortType } from "./resources.js";
 
 export type Protocol = "sotw" | "delta";
 
@@ -53,10 +53,14 @@ export interface TypeState {
   force: boolean;
   /** Earliest push trigger whose change has not been sent yet (push latency is measured from it). */
   dirtySince?: number;
-  /** Bumped by every request for this type and every response: what a cached "nothing to do" depends on. */
+  /** Bumped by every request for this type and every response. */
   gen: number;
-  /** "Nothing to do" was found for this source map at this generation: skip the diff while both hold. */
-  clean?: { source: ReadonlyMap<string, EncodedResource>; gen: number };
+  /**
+   * A source map whose content (restricted to the subscription) is exactly what this proxy was sent. While it
+   * holds, a newer map that descends from it (resources.ts lineage) is diffed only over the names that changed,
+   * so a push costs what changed, not what the proxy subscribes to. Dropped when the subscription changes.
+   */
+  synced?: ReadonlyMap<string, EncodedResource>;
 }
 
 /** The differences between what a proxy should have and what it was sent. */
@@ -69,6 +73,11 @@ export interface Plan {
   removals: string[];
   /** Names to report absent that the proxy never had (delta: subscribed names that do not exist). */
   notices: string[];
+  /**
+   * SotW RDS/EDS: names the proxy was sent that no longer exist. Those responses cannot remove anything (the
+   * client keeps what it has), so they are only forgotten, with the next response.
+   */
+  gone: string[];
 }
 
 export interface TypeStatus {
@@ -170,8 +179,11 @@ export abstract class XdsStream {
     };
   }
 
-  /** The differences for one type between `desired` and what the proxy was sent (no side effects). */
-  protected abstract plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>): Plan;
+  /**
+   * The differences for one type between `desired` and what the proxy was sent (no side effects). With
+   * `candidates`, only those names can differ (the rest is known to be in sync) and `desired` holds just them.
+   */
+  protected abstract plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan;
 
   /** Sends one response for `state` made of `upserts`, `removals` (allowed now) and `notices`. */
   protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined;
@@ -181,6 +193,17 @@ export abstract class XdsStream {
     if (state.wildcard) return all;
     const out = new Map<string, EncodedResource>();
     for (const name of state.names) {
+      const r = all.get(name);
+      if (r) out.set(name, r);
+    }
+    return out;
+  }
+
+  /** `desired` restricted to `names`. */
+  private desiredAmong(state: TypeState, all: ReadonlyMap<string, EncodedResource>, names: ReadonlySet<string>): ReadonlyMap<string, EncodedResource> {
+    const out = new Map<string, EncodedResource>();
+    for (const name of names) {
+      if (!state.wildcard && !state.names.has(name)) continue;
       const r = all.get(name);
       if (r) out.set(name, r);
     }
@@ -224,6 +247,7 @@ export abstract class XdsStream {
     if (this.closed) return;
     const states = [...this.types.values()].sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl));
     const plans = new Map<TypeState, Plan>();
+    const sources = new Map<TypeState, ReadonlyMap<string, EncodedResource>>();
     for (const s of states) {
       let all: ReadonlyMap<string, EncodedResource>;
       try {
@@ -233,15 +257,18 @@ export abstract class XdsStream {
         this.observer.sourceFailed?.(this, s.typeUrl, err);
         continue;
       }
-      // Pushes reach every stream; most have nothing to do. When the source handed out the same map as last
-      // time and nothing happened on the stream since, the last "nothing to do" still holds: skip the diff.
-      if (!s.force && s.clean && s.clean.source === all && s.clean.gen === s.gen) {
-        plans.set(s, { desired: all, upserts: [], removals: [], notices: [] });
+      // Pushes reach every stream; most have nothing to do. When the proxy has what an earlier map held and the
+      // source knows which names changed since, only those are compared: O(change), not O(subscription).
+      sources.set(s, all);
+      const changed = !s.force && s.synced ? changedSince(all, s.synced) : undefined;
+      if (changed && changed.size === 0) {
+        plans.set(s, { desired: all, upserts: [], removals: [], notices: [], gone: [] });
+        s.synced = all;
         continue;
       }
-      const p = this.plan(s, this.desired(s, all));
+      const p = changed ? this.plan(s, this.desiredAmong(s, all, changed), changed) : this.plan(s, this.desired(s, all));
       const idle = p.upserts.length === 0 && p.removals.length === 0 && p.notices.length === 0;
-      s.clean = idle ? { source: all, gen: s.gen } : undefined;
+      if (idle && !s.force && p.gone.length === 0) s.synced = all;
       plans.set(s, p);
     }
     // A type whose source failed counts as busy: removals elsewhere wait for it.
@@ -265,6 +292,8 @@ export abstract class XdsStream {
       if (!hasChanges(s) && !removeNow) continue;
       const nonce = this.nextNonce();
       const out = this.respond(s, p, removeNow, nonce);
+      // Everything planned went out unless removals were deferred: the proxy now has what `all` holds.
+      s.synced = p.removals.length === 0 || removeNow ? sources.get(s) : undefined;
       s.force = false;
       s.gen++;
       if (!out) continue;
@@ -275,7 +304,7 @@ export abstract class XdsStream {
       s.inflight = { ...s.lastSent, ...(trigger !== undefined ? { triggeredAt: trigger } : {}) };
       this.observer.sent?.(this, s.typeUrl, out.resources, out.removed);
       // This type is now in flight: the types after it see that when deciding on their removals.
-      plans.set(s, { desired: p.desired, upserts: [], removals: removeNow ? [] : p.removals, notices: [] });
+      plans.set(s, { desired: p.desired, upserts: [], removals: removeNow ? [] : p.removals, notices: [], gone: [] });
     }
   }
 
