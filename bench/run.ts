@@ -131,9 +131,11 @@ async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Pro
   const xdsAddr = `127.0.0.1:${await freePort("127.0.0.1")}`;
   const httpAddr = `127.0.0.1:${await freePort("127.0.0.1")}`;
   const secureAddr = `127.0.0.1:${await freePort("127.0.0.1")}`;
+  // VMPILOT_BENCH_SERVER_NODE_ARGS: extra node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = (process.env.VMPILOT_BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
   const server = spawn(
     process.execPath,
-    [path.join(repo, "packages/xds/dist/cli.js"), "server", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--http-addr", httpAddr, "--secure-addr", secureAddr, "--state-dir", path.join(dir, "state")],
+    [...nodeArgs, path.join(repo, "packages/xds/dist/cli.js"), "server", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--http-addr", httpAddr, "--secure-addr", secureAddr, "--state-dir", path.join(dir, "state")],
     { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, VMPILOT_LOG_LEVEL: "warn" } },
   );
   const lg = new Loadgen();
@@ -189,12 +191,22 @@ async function main(): Promise<void> {
     plan.push({ shape: mesh(1000), proxies: 1000, style: "envoy-delta" });
     plan.push({ shape: mesh(1000), proxies: 1000, style: "grpc" });
   }
+  // `--only S,K,STYLE`: one configuration (for profiling); results are printed, not written.
+  const only = process.argv[process.argv.indexOf("--only") + 1];
+  if (process.argv.includes("--only") && only) {
+    const [s, k, style] = only.split(",");
+    plan.splice(0, plan.length, { shape: mesh(Number(s)), proxies: Number(k), style: (style ?? "envoy-sotw") as ProxyStyle });
+  }
   const results: RunResult[] = [];
   for (const p of plan) {
     process.stderr.write(`bench: S=${p.shape.services} E=${p.shape.endpoints} K=${p.proxies} ${p.style} ... `);
     const r = await runOne(p.shape, p.proxies, p.style);
     process.stderr.write(`storm ${r.connectStorm.seconds}s, endpoint change p99 ${r.endpointChange.p99} ms, rss ${r.serverRssMb.connected} MB\n`);
     results.push(r);
+  }
+  if (process.argv.includes("--only")) {
+    process.stdout.write(JSON.stringify(results, null, 2) + "\n");
+    return;
   }
   const out = path.join(repo, "bench", "results");
   await fs.mkdir(out, { recursive: true });
