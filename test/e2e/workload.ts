@@ -32,7 +32,7 @@ const { values: args } = parseArgs({
     listen: { type: "string" },
     call: { type: "string", multiple: true, default: [] },
     interval: { type: "string", default: "50" },
-    deadline: { type: "string", default: "1500" },
+    deadline: { type: "string", default: "3000" },
   },
 });
 if (!args.name || !args.bootstrap) {
