@@ -13,6 +13,7 @@ import { Agent } from "@vmpilot/agent/agent";
 import { parseAgentConfig } from "@vmpilot/agent/config";
 import { memoryLogger } from "@vmpilot/agent/log";
 import { ResourceCache } from "@vmpilot/xds/cache";
+import { resolveServerConfig } from "@vmpilot/xds/server/config";
 import { decodeToJson } from "@vmpilot/xds/protojson";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
@@ -232,6 +233,32 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
     expect(configz.configs.some((c) => c.kind === "WorkloadEntry")).to.equal(false);
   });
 
+  it("keeps a connected workload's entry across a SIGHUP reload that replaces the sources", async function () {
+    const c = new RawAdsClient(tcp.xdsAddress, "sotw");
+    clients.push(c);
+    c.send({ node: testNode("sidecar~127.0.0.9~other-vm.shop~shop.svc.cluster.local", { NAMESPACE: "shop", SERVICE_ACCOUNT: "ratings", AUTO_REGISTER_GROUP: "ratings" }), type_url: TypeUrl.Cluster, resource_names: [] });
+    await c.next(10_000);
+    const endpointAt = async (ip: string) => {
+      const z = JSON.parse((await tcp.get("/debug/registryz")).body) as { services: J[] };
+      return z.services.find((s) => s.hostname === HOST)?.endpoints.find((e: J) => e.address === ip);
+    };
+    await eventually("entry for 127.0.0.9", 10_000, () => endpointAt("127.0.0.9"));
+    const extraDir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-autoreg-extra-"));
+    try {
+      const next = resolveServerConfig(
+        { configDirs: [tcp.dir, extraDir], xdsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", secureAddr: "127.0.0.1:0", stateDir, autoRegistration: { cleanupGracePeriod: `${GRACE_MS}ms` } },
+        tcp.dir,
+        {},
+      );
+      await tcp.cp.reload(next);
+      expect(await endpointAt("127.0.0.9"), "still registered on the new registry").to.not.equal(undefined);
+      c.close();
+      await eventually("entry removed after the proxy left", 20_000, async () => ((await endpointAt("127.0.0.9")) === undefined ? true : undefined));
+    } finally {
+      await rm(extraDir, { recursive: true, force: true });
+    }
+  });
+
   it("serves a proxy whose group does not exist, registers nothing, and shows why in /debug/configz", async function () {
     const c = new RawAdsClient(tcp.xdsAddress, "sotw");
     clients.push(c);
@@ -255,5 +282,14 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
       const z2 = JSON.parse((await tcp.get("/debug/configz")).body) as { problems: J[] };
       return z2.problems.some((p) => p.name === "no-such-group") ? undefined : true;
     });
+  });
+});
+
+describe("server config: autoRegistration", function () {
+  it("takes cleanupGracePeriod as a duration, defaults to Istio's 10 s, and rejects unknown keys", function () {
+    expect(resolveServerConfig({ configDirs: ["/x"] }, "/", {}).autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000 });
+    expect(resolveServerConfig({ configDirs: ["/x"], autoRegistration: { cleanupGracePeriod: "2m" } }, "/", {}).autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 120_000 });
+    expect(() => resolveServerConfig({ configDirs: ["/x"], autoRegistration: { gracePeriod: "1s" } }, "/", {})).to.throw(/autoRegistration: unknown key "gracePeriod"/);
+    expect(() => resolveServerConfig({ configDirs: ["/x"], autoRegistration: { cleanupGracePeriod: "soon" } }, "/", {})).to.throw(/autoRegistration.cleanupGracePeriod/);
   });
 });
