@@ -1,9 +1,13 @@
 // `vmpilot-agent run`: identity first (nothing starts without a certificate), then bootstraps, then Envoy under
 // supervision, the application probe and the status port. Stops in reverse order on SIGTERM.
+// The DNS proxy (dns.enabled) starts before the certificate: with DNS captured, the VM's lookups reach it at
+// once, and it forwards them upstream until the control plane's name table arrives.
 import fs from "node:fs/promises";
+import * as grpc from "@grpc/grpc-js";
+import { securePortChannelCredentials } from "@vmpilot/xds/ca/client";
 import { envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
 import { grpcBootstrap } from "./bootstrap/grpc.js";
-import { xdsNode } from "./bootstrap/node.js";
+import { xdsNode, type NodeKind } from "./bootstrap/node.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
 import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
@@ -12,6 +16,7 @@ import { ensureDir, writeFileAtomic } from "./files.js";
 import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
 import { findOnPath } from "./iptables-apply.js";
 import { agentLogger, type Logger } from "./log.js";
+import { DnsProxy, formatUpstream, subscribeNameTable, type NameTableSubscription } from "./dns/index.js";
 import { Prober } from "./probes.js";
 import { StatusServer, type Readiness } from "./status-server.js";
 import { xdsProxyFor, type XdsProxy } from "./xds-proxy.js";
@@ -46,6 +51,11 @@ export function runsGrpc(cfg: AgentConfig): boolean {
   return cfg.proxy.kind === "grpc" || cfg.proxy.kind === "both";
 }
 
+/** The kind the agent's own streams (health, name table) present: the same node as its proxy's bootstrap. */
+export function agentNodeKind(cfg: AgentConfig): NodeKind {
+  return cfg.proxy.kind === "grpc" ? "grpc" : cfg.proxy.kind === "gateway" ? "gateway" : "sidecar";
+}
+
 /** Writes the bootstrap file(s) this proxy kind needs; returns their paths. */
 export async function writeBootstraps(cfg: AgentConfig): Promise<{ envoy?: string; grpc?: string }> {
   await ensureDir(cfg.output.dir);
@@ -68,6 +78,8 @@ export class Agent {
   prober: Prober | undefined;
   xdsProxy: XdsProxy | undefined;
   health: HealthReporter | undefined;
+  dns: DnsProxy | undefined;
+  nameTables: NameTableSubscription | undefined;
   private envoyReady: EnvoyReadiness = { ready: false, reason: "envoy readiness not checked yet" };
   private envoyPoll: NodeJS.Timeout | undefined;
   private readonly log: Logger;
@@ -95,6 +107,11 @@ export class Agent {
       }
     }
     const uid = process.getuid?.();
+    if (this.cfg.dns.capture && uid !== undefined && uid !== this.cfg.interception.proxyUid) {
+      this.log.warn(
+        `running as uid ${uid}, but the DNS capture rules exempt uid ${this.cfg.interception.proxyUid} (interception.proxyUid): the agent's own upstream DNS queries would be redirected back to it; run the agent as that user`,
+      );
+    }
     if (runsEnvoy(this.cfg) && this.cfg.interception.mode === "REDIRECT" && uid !== undefined && uid !== this.cfg.interception.proxyUid) {
       // Envoy inherits the agent's uid; the capture rules exempt only interception.proxyUid, so Envoy's own
       // outbound connections would be redirected back into Envoy.
@@ -118,7 +135,13 @@ export class Agent {
       { host: this.cfg.status.host, port: this.cfg.status.port },
       serveReadiness ? { host: this.cfg.status.readinessHost, port: this.cfg.status.readinessPort } : undefined,
     );
+    if (this.cfg.dns.enabled) {
+      const d = this.cfg.dns;
+      this.dns = new DnsProxy({ address: d.address, port: d.port, ...(d.upstreams ? { upstreams: d.upstreams } : {}), log: this.log });
+      await this.dns.start();
+    }
     await this.rotator.start();
+    if (this.dns) this.subscribeNameTable(this.dns);
     const files = await writeBootstraps(this.cfg);
     if (files.grpc) {
       if (this.cfg.grpc.xdsProxy) {
@@ -165,6 +188,9 @@ export class Agent {
     if (this.envoyPoll) clearTimeout(this.envoyPoll);
     this.envoyPoll = undefined;
     await this.health?.close();
+    this.nameTables?.close();
+    this.nameTables = undefined;
+    await this.dns?.stop();
     await this.envoy?.stop("SIGTERM");
     await this.xdsProxy?.close();
     await this.rotator.stop();
@@ -179,11 +205,30 @@ export class Agent {
     }, this.envoyReady.ready ? 1000 : 200);
   }
 
+  /**
+   * The name table over the control plane's secure port, as the same node as the proxy (so the table is the
+   * proxy's: its namespace's exportTo and Sidecar scope), with the certificate current at each connection.
+   */
+  private subscribeNameTable(dns: DnsProxy): void {
+    const cfg = this.cfg;
+    this.nameTables = subscribeNameTable({
+      address: controlPlaneTarget(cfg),
+      node: xdsNode(cfg, agentNodeKind(cfg)),
+      credentials: async (): Promise<grpc.ChannelCredentials> => {
+        const cert = this.rotator.current;
+        if (!cert) throw new Error("no workload certificate yet");
+        const rootCaPem = await fs.readFile(cfg.controlPlane.rootCertFile, "utf8");
+        return securePortChannelCredentials({ rootCaPem, expectedServerSan: cfg.controlPlane.san, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } });
+      },
+      onTable: (table) => dns.setNameTable(table),
+      log: this.log,
+    });
+  }
+
   private xdsHealthReporter(): HealthReporter {
-    const kind = this.cfg.proxy.kind === "grpc" ? "grpc" : this.cfg.proxy.kind === "gateway" ? "gateway" : "sidecar";
     return new XdsHealthReporter({
       upstream: { address: controlPlaneTarget(this.cfg), rootCaFile: this.cfg.controlPlane.rootCertFile, expectedSan: this.cfg.controlPlane.san },
-      node: xdsNode(this.cfg, kind),
+      node: xdsNode(this.cfg, agentNodeKind(this.cfg)),
       certificate: () => this.rotator.current,
       logger: this.log,
     });
@@ -214,6 +259,21 @@ export class Agent {
       ...(this.envoy ? { envoy: { ...this.envoy.status(), ready: this.envoyReady.ready, ...(this.envoyReady.reason ? { notReady: this.envoyReady.reason } : {}) } } : {}),
       ...(this.prober ? { probe: this.prober.status() } : {}),
       ...(this.xdsProxy ? { xdsProxy: { address: this.cfg.grpc.xdsServerUri, ...this.xdsProxy.status() } } : {}),
+      ...(this.dns ? { dns: this.dnsStatus(this.dns) } : {}),
+    };
+  }
+
+  private dnsStatus(dns: DnsProxy): Record<string, unknown> {
+    const { address, port } = dns.address;
+    const sub = this.nameTables?.status();
+    return {
+      address: `${address}:${port}`,
+      capture: this.cfg.dns.capture,
+      upstreams: dns.upstreamList.map(formatUpstream),
+      names: dns.names,
+      nameTable: sub
+        ? { connected: sub.connected, tables: sub.tables, version: sub.version, ...(sub.lastUpdate ? { lastUpdate: sub.lastUpdate.toISOString() } : {}), ...(sub.lastError ? { lastError: sub.lastError } : {}) }
+        : { connected: false, tables: 0, waitingFor: "the workload certificate" },
     };
   }
 }

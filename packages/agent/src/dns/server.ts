@@ -79,6 +79,11 @@ export class DnsProxy {
     this.log.debug(`name table: ${this.lookup.size} names`);
   }
 
+  /** Names (exact and wildcard) in the current table. */
+  get names(): number {
+    return this.lookup.size;
+  }
+
   /** `host:port` the proxy listens on (after start). */
   get address(): { address: string; port: number } {
     return { address: this.opts.address ?? DEFAULT_DNS_ADDRESS, port: this.boundPort };
