@@ -7,6 +7,17 @@
 // their grace period, and each workload's last health report. Entries are derived from those and the current
 // WorkloadGroups (setGroups, fed from every registry snapshot), so a group edit re-derives its entries and a
 // deleted group takes its entries with it. Nothing here does I/O; the xDS server glue calls in.
+//
+// Only auto-registered entries take health reports: a file WorkloadEntry belongs to the file source, and its
+// health stays what the file says (HEALTHY).
+//
+// Not yet done (DESIGN.md "Scale-out"): with several replicas, the entries live only in the memory of the replica
+// the workload's streams reached. The intended shape: when Consul is configured, a publisher registers each entry
+// as a Consul agent service (ID `vmpilot-auto/<namespace>/<name>`, tag `vmpilot-auto-registered`, meta namespace,
+// group, replica, probe health, labels as `key=value` tags) with a TTL check this replica passes every TTL/3 and
+// `DeregisterCriticalServiceAfter` so a dead replica's entries go; it deregisters on removal. Replicas read them
+// back as WorkloadEntries (origin auto-registered, skipping their own), which needs the ConsulSource to emit
+// objects for instances with that tag (and not also a `NAME.service.consul` service for them).
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { WorkloadEntrySpec } from "./api.js";
