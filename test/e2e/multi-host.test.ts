@@ -54,7 +54,8 @@ interface CallEvent {
   details?: string;
 }
 
-function meshConfig(): string {
+/** The GitOps directory's one file; `withoutW1` drops w1's WorkloadEntry (a workload taken out of service). */
+function meshConfig(opts: { withoutW1?: boolean } = {}): string {
   const serviceEntry = (name: string, host: string, app: string) => `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ${name}, namespace: ${NS}}
@@ -86,7 +87,7 @@ spec:
   return [
     serviceEntry("echo", ECHO_HOST, "echo"),
     mutual("echo", ECHO_HOST),
-    workload("w1", W1.address, "echo", PORT),
+    ...(opts.withoutW1 ? [] : [workload("w1", W1.address, "echo", PORT)]),
     workload("w2", W2.address, "echo", PORT),
     // Claims to be `echo` on c1; the server there holds c1's certificate (sa `client`), so the SAN check fails.
     serviceEntry("impostor", IMPOSTOR_HOST, "impostor"),
@@ -166,6 +167,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
   let server: HostProcess;
   let client: HostProcess;
   let startServer: () => HostProcess;
+  let configDir: string;
   const onSignal = (sig: NodeJS.Signals) => {
     // Killed mid-run (Ctrl-C, CI timeout): remove the namespaces, then die of the same signal.
     bed?.destroy();
@@ -236,8 +238,9 @@ describe("multi-host testbed: control plane and workloads in separate network na
     // cp: the control plane, configured by its config file: the GitOps dir, the state dir, Consul, addresses.
     const stateDir = path.join(tmp, "cp-state");
     const serverConfig = path.join(tmp, "vmpilot.yaml");
-    fs.mkdirSync(path.join(tmp, "cp-config"));
-    fs.writeFileSync(path.join(tmp, "cp-config", "mesh.yaml"), meshConfig());
+    configDir = path.join(tmp, "cp-config");
+    fs.mkdirSync(configDir);
+    fs.writeFileSync(path.join(configDir, "mesh.yaml"), meshConfig());
     fs.writeFileSync(serverConfig, serverConfigYaml(consulAddr));
     startServer = () => (server = spawn("cp: vmpilot server", "cp", VMPILOT_CLI, ["server", "--config", serverConfig]));
     startServer();
@@ -359,7 +362,7 @@ describe("multi-host testbed: control plane and workloads in separate network na
     await until("w1 to serve again after its link is back", 20_000, () => (echoCalls(upAt).some((c) => c.ok && c.server === "w1") ? true : undefined));
   });
 
-  it("keeps traffic flowing while the control plane is killed and restarted with the same state dir", async () => {
+  it("keeps traffic flowing while the control plane is killed and restarted with the same state dir; the client resubscribes and gets later changes", async () => {
     const killedAt = Date.now();
     await server.stop("SIGKILL");
     // The data plane does not need the control plane: calls keep succeeding while it is gone.
@@ -380,6 +383,15 @@ describe("multi-host testbed: control plane and workloads in separate network na
       expect(window.filter((c) => !c.ok), `calls to the ${source} service that failed around the restart`).to.deep.equal([]);
     }
     expect(new Set(echoCalls(resumedAt).filter((c) => c.ok).map((c) => c.server))).to.deep.equal(new Set(["w1", "w2"]));
+
+    // The resumed stream is live, not just ACKed: a change made now reaches the client (w1 taken out of service).
+    const changedAt = Date.now();
+    fs.writeFileSync(path.join(configDir, "mesh.yaml.tmp"), meshConfig({ withoutW1: true }));
+    fs.renameSync(path.join(configDir, "mesh.yaml.tmp"), path.join(configDir, "mesh.yaml"));
+    await until(`${FAILOVER_CALLS} consecutive calls to w2 after w1's WorkloadEntry was removed`, 15_000, () => {
+      const recent = echoCalls(changedAt).sort((a, b) => a.start - b.start).slice(-FAILOVER_CALLS);
+      return recent.length === FAILOVER_CALLS && recent.every((c) => c.ok && c.server === "w2") ? true : undefined;
+    });
   });
 
   it("leaves no namespaces, veths or processes behind", async () => {
