@@ -12,12 +12,12 @@
 // health stays what the file says (HEALTHY).
 //
 // Not yet done (DESIGN.md "Scale-out"): with several replicas, the entries live only in the memory of the replica
-// the workload's streams reached. The intended shape: when Consul is configured, a publisher registers each entry
-// as a Consul agent service (ID `vmpilot-auto/<namespace>/<name>`, tag `vmpilot-auto-registered`, meta namespace,
-// group, replica, probe health, labels as `key=value` tags) with a TTL check this replica passes every TTL/3 and
-// `DeregisterCriticalServiceAfter` so a dead replica's entries go; it deregisters on removal. Replicas read them
-// back as WorkloadEntries (origin auto-registered, skipping their own), which needs the ConsulSource to emit
-// objects for instances with that tag (and not also a `NAME.service.consul` service for them).
+// the workload's streams reached. Publishing them through Consul has open choices: per-entry agent services with
+// TTL checks (visible to Consul-native clients, but one TTL update per entry per period, and the ConsulSource would
+// also turn them into `NAME.service.consul` services) versus KV keys bound to one session per replica (one renewal
+// per replica, deleted by Consul when the replica dies, read back by a KV watch). Either way, a workload whose Envoy
+// and health streams reach different replicas needs the health to follow the entry across replicas.
+
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { WorkloadEntrySpec } from "./api.js";
