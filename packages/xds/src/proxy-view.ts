@@ -21,6 +21,11 @@ export interface ProxyView {
    * subscription by name AND config source, so clusters must reference these paths, not ADS.
    */
   sdsPaths?: { default: string; ROOTCA: string };
+  /**
+   * Gateways: the directory where the agent serves Gateway credentials (`credentialName`) by file-based SDS, as
+   * NAME.sds.yaml and NAME-cacert.sds.yaml (metadata CREDENTIAL_SDS_DIR). Absent: those secrets come over ADS.
+   */
+  credentialSdsDir?: string;
   /** Envoy uses DELTA_GRPC or GRPC; informational. */
   cluster?: string;
   locality?: { region?: string; zone?: string; sub_zone?: string };
@@ -112,6 +117,8 @@ export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
   // Proxyless gRPC reads certificates through its own certificate providers, never SDS.
   const sds = kind === "grpc" ? undefined : parseSdsPaths(md.SDS_PATHS);
   if (sds) view.sdsPaths = sds;
+  const credentialDir = kind === "gateway" ? str(md.CREDENTIAL_SDS_DIR) : undefined;
+  if (credentialDir) view.credentialSdsDir = credentialDir;
   if (node.cluster) view.cluster = node.cluster;
   if (node.locality) view.locality = node.locality;
   return view;

@@ -166,6 +166,8 @@ export interface Scope {
   serviceKeys: ReadonlySet<string>;
   /** Envoy: the agent's file-based SDS paths (node metadata SDS_PATHS), when it announced them. */
   sdsPaths?: SdsPaths;
+  /** Gateways: where the agent serves credentialName secrets as files (node metadata CREDENTIAL_SDS_DIR). */
+  credentialSdsDir?: string;
 }
 
 /** The agent's file-based SDS paths, for Envoy views that announced them (else secrets come over ADS). */
@@ -183,7 +185,8 @@ export function canonicalLabels(labels: Readonly<Record<string, string>>): strin
 export function scopeKey(view: ProxyView): string {
   const mode = view.kind === "sidecar" ? view.interceptionMode : "";
   const sds = sdsPathsOf(view);
-  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}`;
+  const creds = view.kind === "gateway" ? (view.credentialSdsDir ?? "") : "";
+  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}|${creds}`;
 }
 
 /**
@@ -230,6 +233,7 @@ export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, vi
   if (sidecar) scope.sidecar = sidecar;
   const sds = sdsPathsOf(view);
   if (sds) scope.sdsPaths = sds;
+  if (view.kind === "gateway" && view.credentialSdsDir) scope.credentialSdsDir = view.credentialSdsDir;
   return scope;
 }
 

@@ -1,8 +1,10 @@
 // Downstream TLS of a gateway server (Gateway `servers[].tls`): the certificate it presents and how it verifies
 // clients. Credentials come from files on the gateway VM (serverCertificate/privateKey/caCertificates) or by
-// SDS over ADS under Istio's names: the secret `credentialName` and, for client verification, the secret
-// `credentialName-cacert`. ISTIO_MUTUAL uses the mesh identity (`default`, `ROOTCA`), from the agent's files
-// when the proxy announced SDS_PATHS, as for upstream mTLS.
+// SDS under Istio's names: the secret `credentialName` and, for client verification, the secret
+// `credentialName-cacert`. Those are served by the gateway's agent as files (DIR/NAME.sds.yaml,
+// DIR/NAME-cacert.sds.yaml) when the proxy announced CREDENTIAL_SDS_DIR; otherwise they are requested over ADS,
+// for operators who run an SDS server of their own. ISTIO_MUTUAL uses the mesh identity (`default`, `ROOTCA`),
+// from the agent's files when the proxy announced SDS_PATHS, as for upstream mTLS.
 import type { ServerTLSSettings } from "@vmpilot/registry";
 import type { Scope } from "./context.js";
 import { SDS_CERT_SECRET, SDS_ROOT_SECRET } from "./tls.js";
@@ -26,6 +28,15 @@ function sdsSource(path: string | undefined): Json {
   return path ? { path_config_source: { path }, resource_api_version: "V3" } : ADS_SOURCE;
 }
 
+/** A credentialName the agent can have written as a file (it refuses other directory names the same way). */
+const FILE_CREDENTIAL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** Where the secret `secret` (a credentialName, or NAME-cacert) comes from for this gateway. */
+function credentialSource(scope: Scope, credentialName: string, secret: string): Json {
+  const dir = scope.credentialSdsDir;
+  return sdsSource(dir && FILE_CREDENTIAL_NAME.test(credentialName) ? `${dir.replace(/\/+$/, "")}/${secret}.sds.yaml` : undefined);
+}
+
 /** Typed SAN matchers (the untyped field is deprecated in Envoy): URI for SPIFFE ids and other URIs, DNS otherwise. */
 function sanMatchers(sans: readonly string[] | undefined): Json {
   return sans?.length ? { match_typed_subject_alt_names: sans.map((s) => ({ san_type: s.includes("://") ? "URI" : "DNS", matcher: { exact: s } })) } : {};
@@ -46,7 +57,7 @@ function clientValidation(tls: ServerTLSSettings, scope: Scope): Json {
   return {
     combined_validation_context: {
       default_validation_context: sanMatchers(tls.subjectAltNames),
-      validation_context_sds_secret_config: { name: `${tls.credentialName}${CA_SECRET_SUFFIX}`, sds_config: ADS_SOURCE },
+      validation_context_sds_secret_config: { name: `${tls.credentialName}${CA_SECRET_SUFFIX}`, sds_config: credentialSource(scope, tls.credentialName!, `${tls.credentialName}${CA_SECRET_SUFFIX}`) },
     },
   };
 }
@@ -54,7 +65,7 @@ function clientValidation(tls: ServerTLSSettings, scope: Scope): Json {
 function certificate(tls: ServerTLSSettings, scope: Scope): Json {
   if (tls.mode === "ISTIO_MUTUAL") return { tls_certificate_sds_secret_configs: [{ name: SDS_CERT_SECRET, sds_config: sdsSource(scope.sdsPaths?.default) }] };
   // credentialName wins over files, as in Istio.
-  if (tls.credentialName) return { tls_certificate_sds_secret_configs: [{ name: tls.credentialName, sds_config: ADS_SOURCE }] };
+  if (tls.credentialName) return { tls_certificate_sds_secret_configs: [{ name: tls.credentialName, sds_config: credentialSource(scope, tls.credentialName, tls.credentialName) }] };
   return { tls_certificates: [{ certificate_chain: { filename: tls.serverCertificate }, private_key: { filename: tls.privateKey } }] };
 }
 
