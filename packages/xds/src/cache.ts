@@ -113,6 +113,11 @@ interface ScopeEntry {
    * streams compare only those (per scope O(services) once, instead of per proxy).
    */
   replaced: Map<string, ResourceMap>;
+  /**
+   * An EDS map dropped for endpoint-only changes: rebuilt as a copy of `base` with just these services'
+   * ClusterLoadAssignments replaced (their names depend on the service and DestinationRule, which did not change).
+   */
+  edsPatch?: { base: ResourceMap; services: Set<string> };
   lastUsed: number;
 }
 
@@ -247,12 +252,16 @@ export class ResourceCache {
       if (!scope || routingChanged || this.visibilityTouched(scope, changes.services, snapshot)) {
         entry.scope = undefined;
         this.dropAggregates(entry);
-        for (const t of [...entry.maps.keys()]) this.dropMap(entry, t);
+        for (const t of new Set([...entry.maps.keys(), TypeUrl.ClusterLoadAssignment])) this.dropMap(entry, t);
         continue;
       }
       for (const e of endpointOnly) {
         if (!scope.serviceKeys.has(e.key)) continue;
-        this.dropMap(entry, TypeUrl.ClusterLoadAssignment);
+        const eds = entry.maps.get(TypeUrl.ClusterLoadAssignment);
+        if (eds) {
+          entry.maps.delete(TypeUrl.ClusterLoadAssignment);
+          entry.edsPatch = { base: eds, services: new Set([e.key]) };
+        } else entry.edsPatch?.services.add(e.key);
         if (e.clusters) this.dropMap(entry, TypeUrl.Cluster);
       }
     }
@@ -292,6 +301,11 @@ export class ResourceCache {
 
   /** Drops a scope map, remembering the one streams were last given until its replacement is built. */
   private dropMap(entry: ScopeEntry, typeUrl: string): void {
+    if (typeUrl === TypeUrl.ClusterLoadAssignment && entry.edsPatch) {
+      // A patch pending on a map streams were given: that map is what the full rebuild must be compared with.
+      if (!entry.replaced.has(typeUrl)) entry.replaced.set(typeUrl, entry.edsPatch.base);
+      entry.edsPatch = undefined;
+    }
     const old = entry.maps.get(typeUrl);
     if (!old) return;
     entry.maps.delete(typeUrl);
@@ -419,9 +433,28 @@ export class ResourceCache {
         if (scope.kind === "sidecar") add((this.fixed ??= this.encodeAll(TypeUrl.Cluster, [passthroughCluster(), blackholeCluster()])));
         for (const s of scope.services) add(this.clusters(scope, s));
         break;
-      case TypeUrl.ClusterLoadAssignment:
+      case TypeUrl.ClusterLoadAssignment: {
+        const patch = entry.edsPatch;
+        if (patch) {
+          // Endpoint-only changes: copy the map streams have and replace the changed services' entries.
+          entry.edsPatch = undefined;
+          const patched = new Map(patch.base);
+          const changed = new Set<string>();
+          for (const key of patch.services) {
+            const service = ctx.snapshot.services.get(key);
+            if (!service || !scope.serviceKeys.has(key)) continue;
+            for (const r of this.loadAssignments(scope, service)) {
+              if (patch.base.get(r.name)?.version !== r.version) changed.add(r.name);
+              patched.set(r.name, r);
+            }
+          }
+          entry.maps.set(typeUrl, patched);
+          recordLineage(patched, patch.base, changed);
+          return patched;
+        }
         for (const s of scope.services) add(this.loadAssignments(scope, s));
         break;
+      }
       case TypeUrl.Listener:
       case TypeUrl.RouteConfiguration: {
         const http = scopeHttp(ctx, scope);

@@ -16,6 +16,8 @@ interface SotwTypeState extends TypeState {
   sent: Map<string, EncodedResource>;
   /** The version of `sent`: a response's version_info. */
   sentVersion: SetVersion;
+  /** resource_names of the last request: a restatement of the same list changes nothing. */
+  lastNames?: readonly string[];
 }
 
 export class SotwStream extends XdsStream {
@@ -45,6 +47,11 @@ export class SotwStream extends XdsStream {
 
   /** Applies the restated subscription; a subscription that grows is answered even if nothing changed. */
   private subscribe(state: SotwTypeState, resourceNames: readonly string[], first: boolean): void {
+    // Envoy restates its whole subscription with every ACK (thousands of EDS names): the usual case is the
+    // same list again, checked without building anything.
+    const last = state.lastNames;
+    state.lastNames = resourceNames;
+    if (!first && last && last.length === resourceNames.length && resourceNames.every((n, i) => n === last[i])) return;
     const explicit = resourceNames.filter((n) => n !== "*");
     // Legacy wildcard: an empty list for LDS/CDS (Envoy), or an explicit "*" for any type.
     const wildcard = resourceNames.includes("*") || (resourceNames.length === 0 && COMPLETE_TYPES.has(state.typeUrl) && (first || state.wildcard));
