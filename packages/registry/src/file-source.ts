@@ -67,6 +67,13 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   private scanning: Promise<void> | undefined;
   private rescanRequested = false;
   private stopped = false;
+  /**
+   * Known files the watcher reported since the last scan. When nothing else happened (no new config file, no
+   * directory event, no retargeted link), only these are re-read: one edited file in a tree of thousands costs
+   * one stat, not a walk of the tree (which is most of the latency of a change in a large mesh).
+   */
+  private readonly touched = new Set<string>();
+  private fullScanNeeded = true;
 
   constructor(opts: FileSourceOptions) {
     super();
@@ -118,7 +125,9 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
       const name = path.basename(abs);
       try {
         const w = watch(path.dirname(abs), (_event, filename) => {
-          if (filename === null || filename === name) this.debouncer.trigger();
+          if (filename !== null && filename !== name) return;
+          this.fullScanNeeded = true;
+          this.debouncer.trigger();
         });
         w.on("error", (err) => log.warn(`${this.name}: cannot watch the parent of ${dir}`, { error: String(err) }));
         this.linkWatchers.push(w);
@@ -138,13 +147,24 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
       ignored: (p: string, stats?: Stats) => isIgnored(roots, p, stats),
     });
     this.watcher = watcher;
-    watcher.on("all", () => this.debouncer.trigger());
+    watcher.on("all", (event, p) => {
+      this.noteEvent(event, p);
+      this.debouncer.trigger();
+    });
     watcher.on("error", (err) => log.warn(`${this.name}: watcher error`, { error: String(err) }));
     // stop() releases the wait too: chokidar never reports `ready` once closed.
     await new Promise<void>((resolve) => {
       this.readyWaiters.push(resolve);
       watcher.once("ready", () => resolve());
     });
+  }
+
+  /** Decides what the next scan must look at (see `touched`). */
+  private noteEvent(event: string, p: string): void {
+    if ((event === "change" || event === "add" || event === "unlink") && this.files.has(p)) this.touched.add(p);
+    // A file that is not config (an editor's or an atomic write's temporary file) changes nothing we serve.
+    else if ((event === "add" || event === "change" || event === "unlink") && !CONFIG_EXTENSIONS.has(path.extname(p).toLowerCase())) return;
+    else this.fullScanNeeded = true;
   }
 
   private async resolveRoots(): Promise<string> {
@@ -188,6 +208,11 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   }
 
   private async scanOnce(): Promise<void> {
+    const full = this.fullScanNeeded || !this.synced;
+    const touched = [...this.touched];
+    this.touched.clear();
+    this.fullScanNeeded = false;
+    if (!full) return this.rescanFiles(touched);
     const found = new Map<string, Stats>();
     const unreadable: { dir: string; error: string }[] = [];
     for (const dir of this.dirs) await listConfigFiles(dir, found, new Set(), unreadable, true);
@@ -219,6 +244,38 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
 
     if (!changed || this.stopped) return;
     this.synced = true;
+    this.state = this.aggregate();
+    this.emit("change");
+  }
+
+  /** Re-reads just the known files the watcher reported; anything unexpected falls back to a full scan. */
+  private async rescanFiles(files: readonly string[]): Promise<void> {
+    let changed = false;
+    for (const file of files) {
+      let st: Stats;
+      try {
+        st = await stat(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+          this.fullScanNeeded = this.rescanRequested = true;
+          continue;
+        }
+        if (this.files.delete(file)) {
+          log.info(`${file}: removed`);
+          changed = true;
+        }
+        continue;
+      }
+      if (!st.isFile()) {
+        this.fullScanNeeded = this.rescanRequested = true;
+        continue;
+      }
+      if (await this.refreshFile(file, st)) changed = true;
+    }
+    const revision = await this.readRevision();
+    if (revision !== this.revision) changed = true;
+    this.revision = revision;
+    if (!changed || this.stopped) return;
     this.state = this.aggregate();
     this.emit("change");
   }
