@@ -11,6 +11,7 @@ import { xdsNode, type NodeKind } from "./bootstrap/node.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
 import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
+import { GatewayCredentials } from "./gateway-credentials.js";
 import { EnvoySupervisor } from "./envoy-supervisor.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
 import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
@@ -80,6 +81,7 @@ export class Agent {
   health: HealthReporter | undefined;
   dns: DnsProxy | undefined;
   nameTables: NameTableSubscription | undefined;
+  credentials: GatewayCredentials | undefined;
   private envoyReady: EnvoyReadiness = { ready: false, reason: "envoy readiness not checked yet" };
   private envoyPoll: NodeJS.Timeout | undefined;
   private readonly log: Logger;
@@ -142,6 +144,11 @@ export class Agent {
     }
     await this.rotator.start();
     if (this.dns) this.subscribeNameTable(this.dns);
+    if (this.cfg.proxy.kind === "gateway") {
+      // Before Envoy: the listeners it will receive reference these files, and a missing one is rejected.
+      this.credentials = new GatewayCredentials({ sourceDir: this.cfg.gateway.credentialsDir, sdsDir: this.cfg.output.credentialSdsDir, logger: this.log });
+      await this.credentials.start();
+    }
     const files = await writeBootstraps(this.cfg);
     if (files.grpc) {
       if (this.cfg.grpc.xdsProxy) {
@@ -192,6 +199,7 @@ export class Agent {
     this.nameTables = undefined;
     await this.dns?.stop();
     await this.envoy?.stop("SIGTERM");
+    await this.credentials?.stop();
     await this.xdsProxy?.close();
     await this.rotator.stop();
     await this.status.stop();
@@ -260,6 +268,7 @@ export class Agent {
       ...(this.prober ? { probe: this.prober.status() } : {}),
       ...(this.xdsProxy ? { xdsProxy: { address: this.cfg.grpc.xdsServerUri, ...this.xdsProxy.status() } } : {}),
       ...(this.dns ? { dns: this.dnsStatus(this.dns) } : {}),
+      ...(this.credentials ? { gatewayCredentials: { dir: this.cfg.gateway.credentialsDir, sdsDir: this.cfg.output.credentialSdsDir, credentials: this.credentials.status() } } : {}),
     };
   }
 

@@ -69,6 +69,8 @@ export interface AgentConfig {
     sdsRootFile: string;
     /** Where Envoy writes its admin address (--admin-address-path); the agent reads it to ask Envoy if it is ready. */
     envoyAdminAddressFile: string;
+    /** Gateways: the file-based SDS resources of gateway.credentialsDir (node metadata CREDENTIAL_SDS_DIR). */
+    credentialSdsDir: string;
   };
   proxy: {
     kind: ProxyKindConfig;
@@ -460,6 +462,7 @@ function resolve(raw: Raw, source: string | undefined, problems: Problem[], posi
       sdsDefaultFile: path.join(dir, "default.sds.yaml"),
       sdsRootFile: path.join(dir, "ROOTCA.sds.yaml"),
       envoyAdminAddressFile: path.join(dir, "envoy-admin-address"),
+      credentialSdsDir: path.join(dir, "credentials"),
     },
     proxy: {
       kind,

@@ -11,7 +11,7 @@ import { decodeToJson, encodeJson } from "@vmpilot/xds/protojson";
 import { Agent, AgentStartError } from "../src/agent.js";
 import { caIssuer, inspectLeaf, type CertificateIssuer } from "../src/certs.js";
 import { parseAgentConfig, type AgentConfig } from "../src/config.js";
-import { isAlive, memoryLogger, startCa, tmpDir, until, writeEnvoyStandIn, type RunningCa } from "./helpers.js";
+import { isAlive, keyPair, memoryLogger, startCa, tmpDir, until, writeEnvoyStandIn, type RunningCa } from "./helpers.js";
 
 const IDENTITY = "spiffe://cluster.local/ns/shop/sa/reviews";
 
@@ -229,6 +229,30 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
       return r.status === 503 ? r : undefined;
     });
     expect(notReady.body).to.match(/application probe not passing \(connect ECONNREFUSED\)/);
+  });
+
+  it("as a gateway, serves gateway.credentialsDir as file-based SDS before Envoy starts, and announces the directory", async () => {
+    const credDir = tmpDir("vmpilot-agent-gw-creds-");
+    cleanups.push(() => fs.rmSync(credDir, { recursive: true, force: true }));
+    const pair = await keyPair("api.bookinfo.com");
+    fs.mkdirSync(path.join(credDir, "api-cert"));
+    fs.writeFileSync(path.join(credDir, "api-cert", "cert.pem"), pair.certPem);
+    fs.writeFileSync(path.join(credDir, "api-cert", "key.pem"), pair.keyPem);
+    const s = await setup(ca, `proxy:\n  kind: gateway\ngateway:\n  credentialsDir: ${credDir}\n`);
+    const { agent, envoy } = await startAgent(s);
+    await until("envoy to start", () => envoy.events().find((e) => e.args));
+    const sdsFile = path.join(s.cfg.output.credentialSdsDir, "api-cert.sds.yaml");
+    const sds = parseYaml(fs.readFileSync(sdsFile, "utf8"));
+    const decoded = decodeToJson("envoy.service.discovery.v3.DiscoveryResponse", encodeJson("envoy.service.discovery.v3.DiscoveryResponse", sds)) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(decoded.resources[0].name).to.equal("api-cert");
+    expect(decoded.resources[0].tls_certificate.private_key.inline_string).to.equal(pair.keyPem);
+    expect(fs.statSync(sdsFile).mode & 0o777).to.equal(0o600);
+    const bootstrap = JSON.parse(fs.readFileSync(s.cfg.output.envoyBootstrapFile, "utf8"));
+    expect(() => encodeJson("envoy.config.bootstrap.v3.Bootstrap", bootstrap)).not.to.throw();
+    expect(bootstrap.node.id).to.match(/^router~/);
+    expect(bootstrap.node.metadata.CREDENTIAL_SDS_DIR).to.equal(s.cfg.output.credentialSdsDir);
+    const st = JSON.parse((await get(agent.status.statusAddress!, "/status")).body);
+    expect(st.gatewayCredentials.credentials).to.deep.equal([{ name: "api-cert", served: true, hasCa: false, notAfter: st.gatewayCredentials.credentials[0].notAfter }]);
   });
 
   it("refuses to start without an envoy binary, with a clear error", async () => {

@@ -3,7 +3,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { webcrypto } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+import * as x509 from "@peculiar/x509";
 import winston from "winston";
 import { loadMeshCa, type MeshCa } from "@vmpilot/xds/ca/index";
 import { memoryLogger } from "../src/log.js";
@@ -119,3 +121,21 @@ export function isAlive(pid: number): boolean {
 }
 
 export { memoryLogger };
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+const EC_ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+
+/** A self-signed certificate for `cn` and its PKCS#8 key (PEM), as an operator's tooling would drop them. */
+export async function keyPair(cn: string): Promise<{ certPem: string; keyPem: string }> {
+  const keys = (await webcrypto.subtle.generateKey(EC_ALG, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: Date.now().toString(16),
+    name: `CN=${cn}`,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys,
+    signingAlgorithm: EC_ALG,
+  });
+  const der = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey)).toString("base64").replace(/(.{64})/g, "$1\n");
+  return { certPem: cert.toString("pem") + "\n", keyPem: `-----BEGIN PRIVATE KEY-----\n${der}${der.endsWith("\n") ? "" : "\n"}-----END PRIVATE KEY-----\n` };
+}

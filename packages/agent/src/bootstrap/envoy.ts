@@ -191,20 +191,20 @@ export function envoyArgs(cfg: AgentConfig, bootstrapFile: string): string[] {
 }
 
 /** A file-based SDS resource: a DiscoveryResponse-shaped document with one Secret. */
-export function sdsTlsCertificate(keyPem: string, chainPem: string): Record<string, unknown> {
+export function sdsTlsCertificate(keyPem: string, chainPem: string, name = SECRET_DEFAULT): Record<string, unknown> {
   return {
     resources: [
       {
         "@type": SECRET_TYPE,
-        name: SECRET_DEFAULT,
+        name,
         tls_certificate: { certificate_chain: { inline_string: chainPem }, private_key: { inline_string: keyPem } },
       },
     ],
   };
 }
 
-export function sdsRootCa(rootPem: string): Record<string, unknown> {
+export function sdsRootCa(rootPem: string, name = SECRET_ROOTCA): Record<string, unknown> {
   return {
-    resources: [{ "@type": SECRET_TYPE, name: SECRET_ROOTCA, validation_context: { trusted_ca: { inline_string: rootPem } } }],
+    resources: [{ "@type": SECRET_TYPE, name, validation_context: { trusted_ca: { inline_string: rootPem } } }],
   };
 }

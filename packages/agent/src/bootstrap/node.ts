@@ -25,6 +25,9 @@ export function nodeId(cfg: AgentConfig, kind: NodeKind): string {
 /** Where the agent's file-based SDS resources live; the control plane references them (see bootstrap/envoy.ts). */
 export const SDS_PATHS_METADATA_KEY = "SDS_PATHS";
 
+/** Gateways: the directory of the agent's file-based SDS resources for Gateway credentialNames (gateway-credentials.ts). */
+export const CREDENTIAL_SDS_DIR_METADATA_KEY = "CREDENTIAL_SDS_DIR";
+
 export function nodeMetadata(cfg: AgentConfig, kind: NodeKind): Record<string, unknown> {
   const md: Record<string, unknown> = {
     NAMESPACE: cfg.namespace,
@@ -37,6 +40,7 @@ export function nodeMetadata(cfg: AgentConfig, kind: NodeKind): Record<string, u
   };
   if (cfg.autoRegisterGroup) md.AUTO_REGISTER_GROUP = cfg.autoRegisterGroup;
   if (kind !== "grpc") md[SDS_PATHS_METADATA_KEY] = { default: cfg.output.sdsDefaultFile, ROOTCA: cfg.output.sdsRootFile };
+  if (kind === "gateway") md[CREDENTIAL_SDS_DIR_METADATA_KEY] = cfg.output.credentialSdsDir;
   return md;
 }
 
