@@ -1,5 +1,6 @@
 // The vmpilot-agent command as operators run it: a separate Node process on the TypeScript sources.
 import { spawn } from "node:child_process";
+import dns from "node:dns";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -147,6 +148,25 @@ interception: {proxyUid: 1337}
     const p = cli(["run", "--config", configFile, "--envoy-bin", envoy.binary], { VMPILOT_AGENT_CONTROL_PLANE_ADDRESS: "127.0.0.1:1", VMPILOT_AGENT_CERTIFICATES_MIN_RETRY: "100ms" });
     await until("a logged retry", () => /obtaining the first certificate failed: .*retrying in \d+ ms/.test(p.stderr()), 30_000);
     expect(envoy.events()).to.deep.equal([]); // nothing starts without an identity
+    p.kill("SIGTERM");
+    expect(await p.code).to.equal(0);
+  });
+
+  it("run with dns.enabled answers on the DNS port at once (before any name table), and SIGTERM stops it with exit 0", async () => {
+    const p = cli(["run", "--config", configFile], {
+      VMPILOT_AGENT_PROXY_KIND: "grpc",
+      VMPILOT_AGENT_STATUS_READINESS_ADDRESS: "127.0.0.1:0",
+      VMPILOT_AGENT_DNS_ENABLED: "true",
+      VMPILOT_AGENT_DNS_ADDRESS: "127.0.0.48",
+      VMPILOT_AGENT_DNS_PORT: "0",
+      VMPILOT_AGENT_DNS_UPSTREAMS: "",
+    });
+    const port = Number((await until("the DNS proxy to listen", () => /DNS proxy on 127\.0\.0\.48:(\d+)/.exec(p.stderr()), 30_000))[1]);
+    const resolver = new dns.promises.Resolver({ timeout: 2000, tries: 1 });
+    resolver.setServers([`127.0.0.48:${port}`]);
+    // No upstreams and (this CA serves no name tables) no mesh names: an answer, REFUSED, not a timeout.
+    const code = await resolver.resolve4("anything.example").then(() => "answered", (e: NodeJS.ErrnoException) => e.code);
+    expect(code).to.equal("EREFUSED");
     p.kill("SIGTERM");
     expect(await p.code).to.equal(0);
   });
