@@ -144,6 +144,20 @@ dns:
     console.log(`      (file write -> new DNS answer: ${Date.now() - t0} ms)`);
   });
 
+  it("reconnects after a control plane restart, and learns what changed meanwhile", async () => {
+    const secure = cp.addresses.secure!;
+    const before = agent.nameTables!.status().tables;
+    await cp.stop(1000);
+    await until("the agent to notice the stream ended", () => !agent.nameTables!.status().connected);
+    fs.writeFileSync(path.join(configDir, "entries.yaml"), entries("192.0.2.12"));
+    // Same secure port and state dir (the CA persists): what a restarted `vmpilot server` looks like to agents.
+    const config = resolveServerConfig({ configDirs: [configDir], xdsAddr: "127.0.0.1:0", secureAddr: secure, httpAddr: "127.0.0.1:0", stateDir: path.join(dir, "state") }, dir, {});
+    cp = new ControlPlane({ config, createCache: () => withNameTables(new ResourceCache()) });
+    await cp.start();
+    await until("a table from the restarted control plane", () => agent.nameTables!.status().tables > before, 30_000);
+    expect(await resolve4(resolver, "billing.shop.internal")).to.equal("192.0.2.12");
+  });
+
   it("releases the DNS port and ends its subscription when stopped", async () => {
     const port = agent.dns!.address.port;
     const sub = agent.nameTables!;
