@@ -92,6 +92,7 @@ proxy: {kind: grpc}
 controlPlane: {address: "${cp.addresses.secure}", tokenFile: ${dir}/token, rootCertFile: ${dir}/root-cert.pem}
 output: {dir: ${dir}/out}
 status: {address: "127.0.0.1:0", readinessAddress: "127.0.0.1:0"}
+certificates: {ttl: 4s, minRetry: 100ms, maxRetry: 500ms}
 dns:
   enabled: true
   address: ${DNS_ADDRESS}
@@ -144,9 +145,14 @@ dns:
     console.log(`      (file write -> new DNS answer: ${Date.now() - t0} ms)`);
   });
 
-  it("reconnects after a control plane restart, and learns what changed meanwhile", async () => {
+  it("reconnects after a control plane restart with its CURRENT certificate, and learns what changed meanwhile", async () => {
     const secure = cp.addresses.secure!;
     const before = agent.nameTables!.status().tables;
+    // Certificates live 4 s here: wait until the one the first stream presented has expired, so the secure port
+    // refuses any reconnect that does not present a renewed one.
+    const first = agent.rotator.current!;
+    await until("the first certificate to expire", () => Date.now() > first.notAfter.getTime() + 500, 15_000, 100);
+    expect(agent.rotator.current!.serial).not.to.equal(first.serial);
     await cp.stop(1000);
     await until("the agent to notice the stream ended", () => !agent.nameTables!.status().connected);
     fs.writeFileSync(path.join(configDir, "entries.yaml"), entries("192.0.2.12"));
