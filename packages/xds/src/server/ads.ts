@@ -188,80 +188,109 @@ export function decodeDeltaRequest(buf: Buffer): DeltaRequest {
 // ---- responses: written straight to the wire format ----
 // A response is a few strings around pre-encoded resources (megabytes for a sidecar in a large mesh, sent to
 // thousands of proxies in a connect storm). Going through protobufjs objects copied every resource three
-// times per proxy; this writes each resource's bytes once, into one buffer of the right size. The tests decode
-// what it writes with the real protos.
+// times per proxy; this sizes the message first and writes each resource's bytes once into one buffer. Every
+// field here is length-delimited with a field number below 16 (a one-byte key). The tests decode what it
+// writes with the real protos.
 
-/** Pieces of one protobuf message, concatenated once at the end. */
-class WireWriter {
-  readonly parts: Uint8Array[] = [];
-  size = 0;
-  private push(b: Uint8Array): void {
-    this.parts.push(b);
-    this.size += b.length;
+function varintSize(n: number): number {
+  let size = 1;
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) size++;
+  return size;
+}
+
+/** Size of a length-delimited field holding `len` bytes. */
+function fieldSize(len: number): number {
+  return 1 + varintSize(len) + len;
+}
+
+class WireOut {
+  private readonly buf: Buffer;
+  private pos = 0;
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
   }
-  private key(field: number, len: number): void {
-    const bytes: number[] = [];
-    for (let n = (field << 3) | 2; ; n >>>= 7) {
-      if (n < 0x80) {
-        bytes.push(n);
-        break;
-      }
-      bytes.push((n & 0x7f) | 0x80);
-    }
-    for (let n = len; ; n = Math.floor(n / 128)) {
-      if (n < 0x80) {
-        bytes.push(n);
-        break;
-      }
-      bytes.push((n & 0x7f) | 0x80);
-    }
-    this.push(Uint8Array.from(bytes));
+  key(field: number, len: number): void {
+    this.buf[this.pos++] = (field << 3) | 2;
+    let n = len;
+    for (; n >= 0x80; n = Math.floor(n / 0x80)) this.buf[this.pos++] = (n & 0x7f) | 0x80;
+    this.buf[this.pos++] = n;
   }
-  /** A length-delimited field (string, bytes, embedded message). */
-  bytes(field: number, b: Uint8Array): this {
+  bytes(field: number, b: Uint8Array): void {
     this.key(field, b.length);
-    this.push(b);
-    return this;
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
   }
-  string(field: number, s: string): this {
-    return this.bytes(field, Buffer.from(s, "utf8"));
-  }
-  message(field: number, m: WireWriter): this {
-    this.key(field, m.size);
-    for (const p of m.parts) this.push(p);
-    return this;
+  string(field: number, s: string, byteLength: number): void {
+    this.key(field, byteLength);
+    this.pos += this.buf.write(s, this.pos, byteLength, "utf8");
   }
   finish(): Buffer {
-    return Buffer.concat(this.parts, this.size);
+    if (this.pos !== this.buf.length) throw new Error(`wire size mismatch: wrote ${this.pos} of ${this.buf.length} bytes`);
+    return this.buf;
   }
 }
 
-const controlPlaneWire = (): WireWriter => new WireWriter().string(1, CONTROL_PLANE_IDENTIFIER);
+const CONTROL_PLANE_ID_LEN = Buffer.byteLength(CONTROL_PLANE_IDENTIFIER);
+/** config.core.v3.ControlPlane { identifier = 1 }. */
+const CONTROL_PLANE_LEN = fieldSize(CONTROL_PLANE_ID_LEN);
 
-/** google.protobuf.Any { type_url = 1; value = 2 }. */
-function anyWire(typeUrl: Uint8Array, value: Uint8Array): WireWriter {
-  return new WireWriter().bytes(1, typeUrl).bytes(2, value);
-}
-
-/** DiscoveryResponse { version_info = 1; resources = 2; type_url = 4; nonce = 5; control_plane = 6 }. */
+/** DiscoveryResponse { version_info = 1; resources = 2 (Any { type_url = 1; value = 2 }); type_url = 4; nonce = 5; control_plane = 6 }. */
 export function encodeSotwResponse(r: SotwResponse): Buffer {
-  const typeUrl = Buffer.from(r.type_url, "utf8");
-  const w = new WireWriter().string(1, r.version_info);
-  for (const res of r.resources) w.message(2, anyWire(typeUrl, res.bytes));
-  return w.bytes(4, typeUrl).string(5, r.nonce).message(6, controlPlaneWire()).finish();
+  const tu = Buffer.byteLength(r.type_url);
+  const vi = Buffer.byteLength(r.version_info);
+  const nonce = Buffer.byteLength(r.nonce);
+  let size = fieldSize(vi) + fieldSize(tu) + fieldSize(nonce) + fieldSize(CONTROL_PLANE_LEN);
+  for (const res of r.resources) size += fieldSize(fieldSize(tu) + fieldSize(res.bytes.length));
+  const out = new WireOut(size);
+  out.string(1, r.version_info, vi);
+  for (const res of r.resources) {
+    out.key(2, fieldSize(tu) + fieldSize(res.bytes.length));
+    out.string(1, r.type_url, tu);
+    out.bytes(2, res.bytes);
+  }
+  out.string(4, r.type_url, tu);
+  out.string(5, r.nonce, nonce);
+  out.key(6, CONTROL_PLANE_LEN);
+  out.string(1, CONTROL_PLANE_IDENTIFIER, CONTROL_PLANE_ID_LEN);
+  return out.finish();
 }
 
 /**
- * DeltaDiscoveryResponse { system_version_info = 1; resources = 2; type_url = 4; nonce = 5;
- * removed_resources = 6; control_plane = 7 }, Resource { version = 1; resource = 2; name = 3 }.
+ * DeltaDiscoveryResponse { system_version_info = 1; resources = 2; type_url = 4; nonce = 5; removed_resources = 6;
+ * control_plane = 7 }, Resource { version = 1; resource = 2 (Any); name = 3 }.
  */
 export function encodeDeltaResponse(r: DeltaResponse): Buffer {
-  const typeUrl = Buffer.from(r.type_url, "utf8");
-  const w = new WireWriter().string(1, r.system_version_info);
-  for (const res of r.resources) w.message(2, new WireWriter().string(1, res.version).message(2, anyWire(typeUrl, res.bytes)).string(3, res.name));
-  w.bytes(4, typeUrl).string(5, r.nonce);
-  for (const n of r.removed_resources) w.string(6, n);
-  return w.message(7, controlPlaneWire()).finish();
+  const tu = Buffer.byteLength(r.type_url);
+  const svi = Buffer.byteLength(r.system_version_info);
+  const nonce = Buffer.byteLength(r.nonce);
+  let size = fieldSize(svi) + fieldSize(tu) + fieldSize(nonce) + fieldSize(CONTROL_PLANE_LEN);
+  const lens = r.resources.map((res) => {
+    const version = Buffer.byteLength(res.version);
+    const name = Buffer.byteLength(res.name);
+    const any = fieldSize(tu) + fieldSize(res.bytes.length);
+    const resource = fieldSize(version) + fieldSize(any) + fieldSize(name);
+    size += fieldSize(resource);
+    return { version, name, any, resource };
+  });
+  const removed = r.removed_resources.map((n) => Buffer.byteLength(n));
+  for (const len of removed) size += fieldSize(len);
+  const out = new WireOut(size);
+  out.string(1, r.system_version_info, svi);
+  r.resources.forEach((res, i) => {
+    const l = lens[i]!;
+    out.key(2, l.resource);
+    out.string(1, res.version, l.version);
+    out.key(2, l.any);
+    out.string(1, r.type_url, tu);
+    out.bytes(2, res.bytes);
+    out.string(3, res.name, l.name);
+  });
+  out.string(4, r.type_url, tu);
+  out.string(5, r.nonce, nonce);
+  r.removed_resources.forEach((n, i) => out.string(6, n, removed[i]!));
+  out.key(7, CONTROL_PLANE_LEN);
+  out.string(1, CONTROL_PLANE_IDENTIFIER, CONTROL_PLANE_ID_LEN);
+  return out.finish();
 }
 
 // Test clients (ours) need the opposite direction; kept here so both ends share one codec.
