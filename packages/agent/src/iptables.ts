@@ -27,8 +27,10 @@ export const CHAINS = {
   inRedirect: "VMPILOT_IN_REDIRECT",
   output: "VMPILOT_OUTPUT",
   redirect: "VMPILOT_REDIRECT",
-  outputDns: "VMPILOT_OUTPUT_DNS",
 } as const;
+
+/** Only created with DNS capture (dns.capture), so kept apart from the chains every REDIRECT plan has. */
+export const DNS_CHAIN = "VMPILOT_OUTPUT_DNS";
 
 export interface IptablesRule {
   table: "nat";
@@ -119,17 +121,17 @@ export function redirectPlan(s: CaptureSettings): IptablesPlan {
   // Jumped to before VMPILOT_OUTPUT, so TCP queries reach the DNS proxy rather than Envoy's 15001. The agent
   // (running as the proxy's user) forwards unknown names to the same resolvers: its queries, and Envoy's own
   // DNS lookups, are exempt first, or they would come straight back.
-  const chains: string[] = Object.values(CHAINS).filter((c) => c !== CHAINS.outputDns);
+  const chains: string[] = Object.values(CHAINS);
   if (s.dns) {
     const servers = s.dns.servers === "*" ? "*" : v4(s.dns.servers, "DNS server").map((a) => `${a}/32`);
     if (servers === "*" || servers.length > 0) {
-      chains.push(CHAINS.outputDns);
+      chains.push(DNS_CHAIN);
       // `-m udp`/`-m tcp` spelled out as iptables-save prints them, so a re-apply recognises installed jumps.
-      for (const proto of ["tcp", "udp"]) rules.push({ table: "nat", chain: "OUTPUT", args: ["-p", proto, "-m", proto, "--dport", "53", "-j", CHAINS.outputDns], first: true });
-      for (const [flag, id] of owners) add(CHAINS.outputDns, "-m", "owner", flag, id, "-j", "RETURN");
+      for (const proto of ["tcp", "udp"]) rules.push({ table: "nat", chain: "OUTPUT", args: ["-p", proto, "-m", proto, "--dport", "53", "-j", DNS_CHAIN], first: true });
+      for (const [flag, id] of owners) add(DNS_CHAIN, "-m", "owner", flag, id, "-j", "RETURN");
       for (const d of servers === "*" ? [undefined] : servers) {
         for (const proto of ["udp", "tcp"]) {
-          add(CHAINS.outputDns, ...(d ? ["-d", d] : []), "-p", proto, "-m", proto, "--dport", "53", "-j", "REDIRECT", "--to-ports", String(s.dns.port));
+          add(DNS_CHAIN, ...(d ? ["-d", d] : []), "-p", proto, "-m", proto, "--dport", "53", "-j", "REDIRECT", "--to-ports", String(s.dns.port));
         }
       }
     } else {
@@ -138,8 +140,8 @@ export function redirectPlan(s: CaptureSettings): IptablesPlan {
   }
   if (s.traffic === false) {
     notes.push("interception.mode NONE: only DNS is captured; TCP traffic reaches its destination directly");
-    const dnsOnly = rules.filter((r) => r.chain === "OUTPUT" || r.chain === CHAINS.outputDns);
-    return { table: "nat", chains: chains.filter((c) => c === CHAINS.outputDns), rules: dnsOnly, notes };
+    const dnsOnly = rules.filter((r) => r.chain === "OUTPUT" || r.chain === DNS_CHAIN);
+    return { table: "nat", chains: chains.filter((c) => c === DNS_CHAIN), rules: dnsOnly, notes };
   }
 
   // ---- inbound ----
