@@ -108,6 +108,8 @@ export class GatewayCredentials {
   /** SDS file name -> content hash last written. */
   private readonly written = new Map<string, string>();
   private readonly state = new Map<string, CredentialStatus>();
+  /** Directory names already reported as unusable (reported once, not on every rescan). */
+  private readonly badNames = new Set<string>();
   private watcher: FSWatcher | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -195,6 +197,8 @@ export class GatewayCredentials {
       const st = await fs.stat(path.join(this.opts.sourceDir, name)).catch(() => undefined);
       if (!st?.isDirectory()) continue;
       if (!CREDENTIAL_NAME.test(name)) {
+        if (this.badNames.has(name)) continue;
+        this.badNames.add(name);
         this.opts.logger.warn(`gateway credential directory ${JSON.stringify(name)} skipped: a credentialName must match ${CREDENTIAL_NAME}`);
         continue;
       }
@@ -236,9 +240,9 @@ export class GatewayCredentials {
       await fs.rm(path.join(this.opts.sdsDir, file), { force: true });
       this.written.delete(file);
     }
-    for (const name of [...this.state.keys()]) {
+    for (const [name, st] of [...this.state]) {
       if (present.has(name)) continue;
-      log.warn(`gateway credential ${name}: its directory is gone; its SDS files were removed (a Gateway still using it will be rejected by Envoy at its next listener update)`);
+      if (st.served) log.warn(`gateway credential ${name}: its directory is gone; its SDS files were removed (a Gateway still using it will be rejected by Envoy at its next listener update)`);
       this.state.delete(name);
     }
   }
