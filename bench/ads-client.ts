@@ -39,20 +39,28 @@ function types(): Codec {
 }
 
 /** Proxies with equal views receive identical bytes: decode each distinct resource once per process. */
-const refsCache = new Map<string, string[]>();
+const refsCache = new Map<string, Described>();
 
-/** Names of the EDS clusters a Cluster needs, or the route configs a Listener needs. */
-function referencedNames(typeUrl: string, value: Uint8Array): string[] {
+interface Described {
+  name: string;
+  /** Names of the EDS clusters a Cluster needs, the route configs a Listener needs, the clusters a route config names. */
+  refs: string[];
+}
+
+function describe(typeUrl: string, value: Uint8Array): Described {
   const key = typeUrl + createHash("sha1").update(value).digest("base64");
   const hit = refsCache.get(key);
   if (hit) return hit;
   const t = types();
   let out: string[] = [];
+  let name = "";
   if (typeUrl === TypeUrl.Cluster) {
     const c = t.Cluster.toObject(t.Cluster.decode(value), { enums: String }) as Msg;
+    name = c.name;
     if (c.type === "EDS") out = [c.eds_cluster_config?.service_name || c.name];
   } else if (typeUrl === TypeUrl.Listener) {
     const l = t.Listener.toObject(t.Listener.decode(value)) as Msg;
+    name = l.name;
     const hcms: Msg[] = [];
     if (l.api_listener?.api_listener) hcms.push(l.api_listener.api_listener);
     for (const fc of l.filter_chains ?? []) for (const f of fc.filters ?? []) if (f.typed_config) hcms.push(f.typed_config);
@@ -63,15 +71,16 @@ function referencedNames(typeUrl: string, value: Uint8Array): string[] {
     }
   } else if (typeUrl === TypeUrl.RouteConfiguration) {
     const r = t.RouteConfiguration.toObject(t.RouteConfiguration.decode(value)) as Msg;
+    name = r.name;
     for (const vh of r.virtual_hosts ?? [])
       for (const route of vh.routes ?? []) {
         if (route.route?.cluster) out.push(route.route.cluster);
         for (const wc of route.route?.weighted_clusters?.clusters ?? []) out.push(wc.name);
       }
   }
-  out = [...new Set(out)];
-  refsCache.set(key, out);
-  return out;
+  const d = { name, refs: [...new Set(out)] };
+  refsCache.set(key, d);
+  return d;
 }
 
 export interface Arrival {
@@ -105,6 +114,8 @@ export class AdsClient {
   private readonly received = new Map<string, Set<string>>();
   private readonly versions = new Map<string, string>();
   private readonly nonces = new Map<string, string>();
+  /** What each resource this proxy holds refers to, by type and name: the next subscription is their union. */
+  private readonly held = new Map<string, Map<string, string[]>>();
   private sentNode = false;
   bytesIn = 0;
   responses = 0;
@@ -194,11 +205,18 @@ export class AdsClient {
     const resources: Msg[] = (m.resources ?? []).map((r: Msg) => (this.opts.style === "envoy-delta" ? r.resource : r)).filter(Boolean);
     const names: string[] = this.opts.style === "envoy-delta" ? (m.resources ?? []).map((r: Msg) => r.name) : [];
     let bytes = 0;
-    const refs: string[] = [];
+    // Only LDS/CDS SotW responses are complete; RDS/EDS SotW responses and all delta responses carry changes,
+    // so what the proxy holds is accumulated (and delta removals applied).
+    const held = this.held.get(typeUrl) ?? new Map<string, string[]>();
+    this.held.set(typeUrl, held);
+    if (this.opts.style !== "envoy-delta" && (typeUrl === TypeUrl.Cluster || typeUrl === TypeUrl.Listener)) held.clear();
     for (const r of resources) {
       bytes += r.value.length;
-      refs.push(...referencedNames(typeUrl, r.value));
+      const d = describe(typeUrl, r.value);
+      held.set(d.name, d.refs);
     }
+    for (const n of m.removed_resources ?? []) held.delete(n);
+    const refs = typeUrl === TypeUrl.ClusterLoadAssignment ? [] : [...new Set([...held.values()].flat())];
     this.bytesIn += bytes;
     this.responses++;
     const got = this.received.get(typeUrl) ?? new Set<string>();
@@ -215,10 +233,12 @@ export class AdsClient {
     // ACK first (what a proxy does once the config is applied), then chase references in make-before-break order.
     if (this.opts.style === "envoy-delta") this.write({ type_url: typeUrl, response_nonce: m.nonce });
     else this.write({ type_url: typeUrl, resource_names: [...(this.subs.get(typeUrl) ?? [])], version_info: m.version_info, response_nonce: m.nonce });
-    this.opts.onArrival?.({ typeUrl, at, bytes, resources: resources.length, names });
     if (typeUrl === TypeUrl.Cluster) this.subscribe(TypeUrl.ClusterLoadAssignment, refs);
     else if (typeUrl === TypeUrl.Listener) this.subscribe(TypeUrl.RouteConfiguration, refs);
     else if (typeUrl === TypeUrl.RouteConfiguration && this.opts.style === "grpc") this.subscribe(TypeUrl.Cluster, refs);
+    // Reported after the references are chased: a proxy that just learned it needs more (RDS after LDS, EDS
+    // after CDS) is not converged yet, and the observer must see that.
+    this.opts.onArrival?.({ typeUrl, at, bytes, resources: resources.length, names });
   }
 }
 
