@@ -105,10 +105,11 @@ async function measureChange(
   typeUrl: string,
   names: string[],
   write: () => Promise<void>,
+  settleMs: number,
 ): Promise<ChangeResult> {
   await lg.ask<"armed">({ cmd: "arm", typeUrl, names });
   // Let the stream go quiet so the CPU figure is the change's alone.
-  await new Promise((r) => setTimeout(r, 1500));
+  await new Promise((r) => setTimeout(r, settleMs));
   const before = await procStat(serverPid);
   const t0 = performance.timeOrigin + performance.now();
   await write();
@@ -124,7 +125,16 @@ async function measureChange(
   };
 }
 
-async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Promise<RunResult> {
+export interface RunOptions {
+  /** How to start the server (argv before `server ...`); default: the build, `node packages/xds/dist/cli.js`. */
+  serverCommand?: string[];
+  /** Quiet time before each measured change, so its CPU figure is its own (default 1500 ms). */
+  settleMs?: number;
+}
+
+/** One configuration: a generated mesh, the server in its own process, K simulated proxies in another. */
+export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle, opts: RunOptions = {}): Promise<RunResult> {
+  const settleMs = opts.settleMs ?? 1500;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "vmpilot-bench-"));
   const meshDir = path.join(dir, "mesh");
   await writeMesh(meshDir, shape);
@@ -133,9 +143,10 @@ async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Pro
   const secureAddr = `127.0.0.1:${await freePort("127.0.0.1")}`;
   // VMPILOT_BENCH_SERVER_NODE_ARGS: extra node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = (process.env.VMPILOT_BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+  const [command, ...commandArgs] = opts.serverCommand ?? [process.execPath, ...nodeArgs, path.join(repo, "packages/xds/dist/cli.js")];
   const server = spawn(
-    process.execPath,
-    [...nodeArgs, path.join(repo, "packages/xds/dist/cli.js"), "server", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--http-addr", httpAddr, "--secure-addr", secureAddr, "--state-dir", path.join(dir, "state")],
+    command!,
+    [...commandArgs, "server", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--http-addr", httpAddr, "--secure-addr", secureAddr, "--state-dir", path.join(dir, "state")],
     { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, VMPILOT_LOG_LEVEL: "warn" } },
   );
   const lg = new Loadgen();
@@ -150,12 +161,12 @@ async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Pro
     const ws = path.join(meshDir, "ns-1", "svc-1-workloads.yaml");
     const host1 = serviceHost(1, shape);
     const eds1 = ["", "v1", "v2"].map((subset) => `outbound|8080|${subset}|${host1}`);
-    const endpointChange = await measureChange(lg, server.pid!, TypeUrl.ClusterLoadAssignment, eds1, () => atomicWrite(ws, workloadsYaml(1, shape, 1)));
+    const endpointChange = await measureChange(lg, server.pid!, TypeUrl.ClusterLoadAssignment, eds1, () => atomicWrite(ws, workloadsYaml(1, shape, 1)), settleMs);
     let routingChange: RunResult["routingChange"];
     const routed = Array.from({ length: shape.services }, (_, i) => i).find((i) => isRouted(i, shape));
     if (routed !== undefined && style !== "grpc") {
       const rf = path.join(meshDir, `ns-${routed % shape.namespaces}`, `svc-${routed}-routes.yaml`);
-      routingChange = await measureChange(lg, server.pid!, TypeUrl.RouteConfiguration, ["8080"], () => atomicWrite(rf, routesYaml(routed, shape, 70)));
+      routingChange = await measureChange(lg, server.pid!, TypeUrl.RouteConfiguration, ["8080"], () => atomicWrite(rf, routesYaml(routed, shape, 70)), settleMs);
     }
     return {
       services: shape.services,
@@ -176,10 +187,15 @@ async function runOne(shape: MeshShape, proxies: number, style: ProxyStyle): Pro
   }
 }
 
+/** The benchmark's mesh shape for S services: 5 endpoints each, 10% routed, 10 namespaces. */
+export function benchMesh(services: number): MeshShape {
+  return { services, endpoints: services * 5, routedShare: 0.1, namespaces: 10 };
+}
+
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
   const plan: { shape: MeshShape; proxies: number; style: ProxyStyle }[] = [];
-  const mesh = (services: number): MeshShape => ({ services, endpoints: services * 5, routedShare: 0.1, namespaces: 10 });
+  const mesh = benchMesh;
   if (quick) {
     for (const s of [50, 200]) plan.push({ shape: mesh(s), proxies: 100, style: "envoy-sotw" });
     for (const k of [50, 200]) plan.push({ shape: mesh(100), proxies: k, style: "envoy-sotw" });
