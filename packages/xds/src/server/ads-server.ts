@@ -4,7 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "@vmpilot/registry/logger";
 import { type ProxyView, proxyViewFromNode, ProxyViewError } from "../proxy-view.js";
-import { adsServiceDefinition, decodeDeltaRequest, decodeSotwRequest } from "./ads.js";
+import { adsServiceDefinition, decodeDeltaRequest, sotwRequestDecoder } from "./ads.js";
 import { DeltaStream } from "./delta.js";
 import type { ResourceSource } from "./resources.js";
 import { SotwStream } from "./sotw.js";
@@ -98,7 +98,7 @@ export class AdsServer {
       call.emit("error", { code: grpc.status.UNAVAILABLE, details: "control plane is shutting down" });
       return;
     }
-    const decode = protocol === "sotw" ? decodeSotwRequest : decodeDeltaRequest;
+    const decode = protocol === "sotw" ? sotwRequestDecoder() : decodeDeltaRequest;
     let stream: XdsStream | undefined;
     let admitting: Promise<void> | undefined;
     const queue: Buffer[] = [];

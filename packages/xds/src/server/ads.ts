@@ -160,6 +160,88 @@ export function decodeSotwRequest(buf: Buffer): SotwRequest {
   return req;
 }
 
+/**
+ * A SotW request decoder for one stream. Envoy restates its whole subscription with every ACK: thousands of
+ * EDS names, byte for byte the same as last time, on every stream, for every push. When a request carries only
+ * version, names, type and nonce, and its names are the same bytes as the previous request of that type, the
+ * previous (already decoded) names array is returned as is: no strings decoded, no garbage, and the stream can
+ * tell "same list" by identity. Anything else (a node, an error_detail, other fields) takes the full decoder.
+ */
+export function sotwRequestDecoder(): (buf: Buffer) => SotwRequest {
+  const last = new Map<string, { bytes: Buffer; names: string[] }>();
+  return (buf) => {
+    const fast = decodeSotwAck(buf, last);
+    return fast ?? decodeSotwRequest(buf);
+  };
+}
+
+function readVarint(buf: Buffer, pos: number): [number, number] | undefined {
+  let n = 0;
+  for (let shift = 1; pos < buf.length; shift *= 128) {
+    const b = buf[pos++]!;
+    n += (b & 0x7f) * shift;
+    if (b < 0x80) return [n, pos];
+    if (shift > 2 ** 28) return undefined;
+  }
+  return undefined;
+}
+
+function decodeSotwAck(buf: Buffer, last: Map<string, { bytes: Buffer; names: string[] }>): SotwRequest | undefined {
+  let version = "";
+  let typeUrl = "";
+  let nonce = "";
+  let namesStart = -1;
+  let namesEnd = -1;
+  let count = 0;
+  for (let pos = 0; pos < buf.length; ) {
+    const key = readVarint(buf, pos);
+    if (!key || (key[0] & 7) !== 2) return undefined;
+    const len = readVarint(buf, key[1]);
+    if (!len) return undefined;
+    const start = len[1];
+    const end = start + len[0];
+    if (end > buf.length) return undefined;
+    switch (key[0] >>> 3) {
+      case 1:
+        version = buf.toString("utf8", start, end);
+        break;
+      case 3:
+        // Names must be one contiguous run for the byte comparison to mean "the same list".
+        if (namesStart < 0) namesStart = pos;
+        else if (namesEnd !== pos) return undefined;
+        namesEnd = end;
+        count++;
+        break;
+      case 4:
+        typeUrl = buf.toString("utf8", start, end);
+        break;
+      case 5:
+        nonce = buf.toString("utf8", start, end);
+        break;
+      default:
+        return undefined;
+    }
+    pos = end;
+  }
+  if (!typeUrl) return undefined;
+  const region = namesStart < 0 ? Buffer.alloc(0) : buf.subarray(namesStart, namesEnd);
+  const prev = last.get(typeUrl);
+  let names: string[];
+  if (prev && prev.names.length === count && prev.bytes.equals(region)) names = prev.names;
+  else {
+    names = [];
+    for (let pos = namesStart; namesStart >= 0 && pos < namesEnd; ) {
+      const key = readVarint(buf, pos)!;
+      const len = readVarint(buf, key[1])!;
+      names.push(buf.toString("utf8", len[1], len[1] + len[0]));
+      pos = len[1] + len[0];
+    }
+    // A copy: `buf` belongs to the transport.
+    last.set(typeUrl, { bytes: Buffer.from(region), names });
+  }
+  return { version_info: version, resource_names: names, type_url: typeUrl, response_nonce: nonce };
+}
+
 export function decodeDeltaRequest(buf: Buffer): DeltaRequest {
   const t = wireTypes().deltaRequest;
   const m = t.decode(buf) as unknown as {

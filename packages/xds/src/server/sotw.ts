@@ -49,9 +49,10 @@ export class SotwStream extends XdsStream {
   private subscribe(state: SotwTypeState, resourceNames: readonly string[], first: boolean): void {
     // Envoy restates its whole subscription with every ACK (thousands of EDS names): the usual case is the
     // same list again, checked without building anything.
+    // (The ADS server's decoder hands back the very same array when the bytes are the same.)
     const last = state.lastNames;
+    if (!first && last && (last === resourceNames || (last.length === resourceNames.length && resourceNames.every((n, i) => n === last[i])))) return;
     state.lastNames = resourceNames;
-    if (!first && last && last.length === resourceNames.length && resourceNames.every((n, i) => n === last[i])) return;
     const explicit = resourceNames.filter((n) => n !== "*");
     // Legacy wildcard: an empty list for LDS/CDS (Envoy), or an explicit "*" for any type.
     const wildcard = resourceNames.includes("*") || (resourceNames.length === 0 && COMPLETE_TYPES.has(state.typeUrl) && (first || state.wildcard));
