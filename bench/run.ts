@@ -42,6 +42,8 @@ export interface RunResult {
   endpointChange: ChangeResult;
   routingChange?: ChangeResult;
   serverRssMb: { idle: number; connected: number; perProxyKb: number };
+  /** The server's own view once connected and quiet: live JS heap and memory outside it (buffers), after a GC if it ran. */
+  serverHeapMb?: { used: number; external: number };
   serverCpuMsConnectStorm: number;
 }
 
@@ -65,6 +67,22 @@ async function procStat(pid: number): Promise<{ cpuMs: number; rssMb: number }> 
   const status = await fs.readFile(`/proc/${pid}/status`, "utf8");
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return { cpuMs, rssMb: round(rssKb / 1024) };
+}
+
+/** Live heap and external memory from the server's Prometheus metrics (prom-client's defaults). */
+async function heapOf(httpAddr: string): Promise<{ used: number; external: number } | undefined> {
+  try {
+    const text = await (await fetch(`http://${httpAddr}/metrics`)).text();
+    const metric = (name: string): number | undefined => {
+      const m = new RegExp(`^vmpilot_${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, "m").exec(text);
+      return m ? round(Number(m[1]) / 2 ** 20) : undefined;
+    };
+    const used = metric("nodejs_heap_size_used_bytes");
+    const external = metric("nodejs_external_memory_bytes");
+    return used !== undefined && external !== undefined ? { used, external } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function waitReady(httpAddr: string, timeoutMs: number): Promise<void> {
@@ -157,6 +175,7 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
     const targets = Array.from({ length: Math.min(shape.services, 50) }, (_, i) => `${serviceHost(i, shape)}:8080`);
     const storm = await lg.ask<"converged">({ cmd: "connect", address: xdsAddr, style, count: proxies, namespaces: shape.namespaces, targets, timeoutMs: 120_000 });
     const connected = await procStat(server.pid!);
+    const heap = await heapOf(httpAddr);
     const s = stats(storm.ms);
     const ws = path.join(meshDir, "ns-1", "svc-1-workloads.yaml");
     const host1 = serviceHost(1, shape);
@@ -178,6 +197,7 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
       ...(routingChange ? { routingChange } : {}),
       serverRssMb: { idle: idle.rssMb, connected: connected.rssMb, perProxyKb: Math.round(((connected.rssMb - idle.rssMb) * 1024) / proxies) },
       serverCpuMsConnectStorm: connected.cpuMs - idle.cpuMs,
+      ...(heap ? { serverHeapMb: heap } : {}),
     };
   } finally {
     await lg.ask<"closed">({ cmd: "close" }).catch(() => undefined);

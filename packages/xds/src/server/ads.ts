@@ -168,7 +168,7 @@ export function decodeSotwRequest(buf: Buffer): SotwRequest {
  * tell "same list" by identity. Anything else (a node, an error_detail, other fields) takes the full decoder.
  */
 export function sotwRequestDecoder(): (buf: Buffer) => SotwRequest {
-  const last = new Map<string, { bytes: Buffer; names: string[] }>();
+  const last = new Map<string, DecodedNames>();
   return (buf) => {
     const fast = decodeSotwAck(buf, last);
     return fast ?? decodeSotwRequest(buf);
@@ -186,7 +186,30 @@ function readVarint(buf: Buffer, pos: number): [number, number] | undefined {
   return undefined;
 }
 
-function decodeSotwAck(buf: Buffer, last: Map<string, { bytes: Buffer; names: string[] }>): SotwRequest | undefined {
+interface DecodedNames {
+  bytes: Buffer;
+  /** Shared by every stream that sent these bytes: never mutated. */
+  names: string[];
+}
+
+/**
+ * Name lists in use, shared across streams: proxies with the same view subscribe to the same names in the same
+ * order, so a thousand sidecars hold one copy of their 3,000 EDS names (bytes and strings), not a thousand.
+ * Keyed by type, length and a sample of the bytes; a list is shared only when its bytes are equal. Entries go
+ * when no stream holds them any more.
+ */
+const sharedNames = new Map<string, WeakRef<DecodedNames>>();
+const sharedNamesGone = new FinalizationRegistry<string>((key) => {
+  if (!sharedNames.get(key)?.deref()) sharedNames.delete(key);
+});
+
+function sampleKey(typeUrl: string, region: Buffer): string {
+  const n = region.length;
+  const mid = Math.max(0, (n >> 1) - 32);
+  return `${typeUrl}|${n}|${region.toString("latin1", 0, 64)}|${region.toString("latin1", mid, mid + 64)}|${region.toString("latin1", Math.max(0, n - 64), n)}`;
+}
+
+function decodeSotwAck(buf: Buffer, last: Map<string, DecodedNames>): SotwRequest | undefined {
   let version = "";
   let typeUrl = "";
   let nonce = "";
@@ -229,15 +252,27 @@ function decodeSotwAck(buf: Buffer, last: Map<string, { bytes: Buffer; names: st
   let names: string[];
   if (prev && prev.names.length === count && prev.bytes.equals(region)) names = prev.names;
   else {
-    names = [];
-    for (let pos = namesStart; namesStart >= 0 && pos < namesEnd; ) {
-      const key = readVarint(buf, pos)!;
-      const len = readVarint(buf, key[1])!;
-      names.push(buf.toString("utf8", len[1], len[1] + len[0]));
-      pos = len[1] + len[0];
+    const key = sampleKey(typeUrl, region);
+    const candidate = sharedNames.get(key)?.deref();
+    let d: DecodedNames;
+    if (candidate && candidate.names.length === count && candidate.bytes.equals(region)) d = candidate;
+    else {
+      const decoded: string[] = [];
+      for (let pos = namesStart; namesStart >= 0 && pos < namesEnd; ) {
+        const k = readVarint(buf, pos)!;
+        const len = readVarint(buf, k[1])!;
+        decoded.push(buf.toString("utf8", len[1], len[1] + len[0]));
+        pos = len[1] + len[0];
+      }
+      // A copy: `buf` belongs to the transport.
+      d = { bytes: Buffer.from(region), names: decoded };
+      if (!candidate) {
+        sharedNames.set(key, new WeakRef(d));
+        sharedNamesGone.register(d, key);
+      }
     }
-    // A copy: `buf` belongs to the transport.
-    last.set(typeUrl, { bytes: Buffer.from(region), names });
+    last.set(typeUrl, d);
+    names = d.names;
   }
   return { version_info: version, resource_names: names, type_url: typeUrl, response_nonce: nonce };
 }

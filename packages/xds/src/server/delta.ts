@@ -73,7 +73,7 @@ export class DeltaStream extends XdsStream {
     this.evaluate();
   }
 
-  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, _all: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
     const s = state as DeltaTypeState;
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.clientHas.get(r.name) !== r.version) upserts.push(r);

@@ -12,8 +12,13 @@ import { encodeSotwResponse, type SotwRequest } from "./ads.js";
 import { type Plan, type TypeState, XdsStream } from "./stream.js";
 
 interface SotwTypeState extends TypeState {
-  /** What the proxy has from us, by name (for RDS/EDS the sum of the incremental responses). */
-  sent: Map<string, EncodedResource>;
+  /**
+   * What the proxy has from us, by name (for RDS/EDS the sum of the incremental responses). When the proxy has
+   * exactly a source map (a wildcard CDS/LDS, or EDS subscribed to every cluster), this IS that shared map, not a
+   * copy: a thousand proxies of one scope hold one map. `sentOwned` says it is a private copy we may change.
+   */
+  sent: ReadonlyMap<string, EncodedResource>;
+  sentOwned: boolean;
   /** The version of `sent`: a response's version_info. */
   sentVersion: SetVersion;
   /** resource_names of the last request: a restatement of the same list changes nothing. */
@@ -31,7 +36,7 @@ export class SotwStream extends XdsStream {
     if (!state) {
       // First request for this type on this stream (a reconnecting client may carry a nonce and a version
       // from its previous stream: neither means anything here, and it always gets an answer).
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), sentVersion: new SetVersion(), force: true, gen: 0 };
+      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), sent: new Map(), sentOwned: true, sentVersion: new SetVersion(), force: true, gen: 0 };
       this.types.set(req.type_url, state);
       this.subscribe(state, req.resource_names, true);
       this.evaluate();
@@ -62,15 +67,33 @@ export class SotwStream extends XdsStream {
     if (wildcard !== state.wildcard || names.size !== state.names.size || grew) state.synced = undefined;
     state.wildcard = wildcard;
     state.names = names;
-    if (!wildcard) for (const [n, r] of state.sent) if (!names.has(n)) this.forget(state, n, r);
+    if (!wildcard) {
+      const dropped = [...state.sent.keys()].filter((n) => !names.has(n));
+      for (const n of dropped) {
+        state.sentVersion.remove(n, state.sent.get(n)!);
+        this.ownSent(state).delete(n);
+      }
+    }
   }
 
-  private forget(state: SotwTypeState, name: string, r: EncodedResource): void {
-    state.sent.delete(name);
-    state.sentVersion.remove(name, r);
+  /** `sent` as a private map we may change (copied from the shared one first if need be). */
+  private ownSent(state: SotwTypeState): Map<string, EncodedResource> {
+    if (!state.sentOwned) {
+      state.sent = new Map(state.sent);
+      state.sentOwned = true;
+    }
+    return state.sent as Map<string, EncodedResource>;
   }
 
-  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
+  protected override markSynced(state: TypeState, all: ReadonlyMap<string, EncodedResource>): void {
+    const s = state as SotwTypeState;
+    // A shared `sent` stands for "exactly the synced map"; when the map moved on in ways this proxy does not
+    // subscribe to, what it was sent is no longer that map: keep a private record.
+    if (!s.sentOwned && s.sent !== all) this.ownSent(s);
+    super.markSynced(state, all);
+  }
+
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, all: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
     const s = state as SotwTypeState;
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.sent.get(r.name)?.version !== r.version) upserts.push(r);
@@ -80,20 +103,34 @@ export class SotwStream extends XdsStream {
     const gone: string[] = [];
     const into = COMPLETE_TYPES.has(s.typeUrl) ? removals : gone;
     for (const n of candidates ?? s.sent.keys()) if (s.sent.has(n) && !desired.has(n)) into.push(n);
-    return { desired, upserts, removals, notices: [], gone };
+    // After this plan the proxy has exactly `all` if it takes everything in it: a wildcard, a subscription that
+    // covers every name (full diff), or one that covered the previous map (a shared `sent`) and covers every
+    // name that changed since.
+    let complete: ReadonlyMap<string, EncodedResource> | undefined;
+    if (s.wildcard) complete = all;
+    else if (!candidates) complete = desired.size === all.size ? all : undefined;
+    else if (!s.sentOwned && s.sent === s.synced && [...candidates].every((n) => !all.has(n) || s.names.has(n))) complete = all;
+    return { desired, upserts, removals, notices: [], gone, ...(complete ? { complete } : {}) };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
     const s = state as SotwTypeState;
+    // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
+    const dropped = removeNow ? [...plan.gone, ...plan.removals] : plan.gone;
     for (const r of plan.upserts) {
       const old = s.sent.get(r.name);
       if (old) s.sentVersion.remove(r.name, old);
-      s.sent.set(r.name, r);
       s.sentVersion.add(r.name, r);
     }
-    for (const n of plan.gone) this.forget(s, n, s.sent.get(n)!);
-    // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
-    if (removeNow) for (const n of plan.removals) this.forget(s, n, s.sent.get(n)!);
+    for (const n of dropped) s.sentVersion.remove(n, s.sent.get(n)!);
+    if (plan.complete && (removeNow || plan.removals.length === 0)) {
+      s.sent = plan.complete;
+      s.sentOwned = false;
+    } else {
+      const sent = this.ownSent(s);
+      for (const r of plan.upserts) sent.set(r.name, r);
+      for (const n of dropped) sent.delete(n);
+    }
     const complete = COMPLETE_TYPES.has(s.typeUrl);
     const resources = [...(complete ? s.sent.values() : plan.upserts)].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const version = s.sentVersion.toString();

@@ -78,6 +78,11 @@ export interface Plan {
    * client keeps what it has), so they are only forgotten, with the next response.
    */
   gone: string[];
+  /**
+   * Once this plan is applied in full, the proxy has exactly this source map (SotW: the stream may then keep a
+   * reference to the shared map as its record of what was sent instead of a copy per proxy).
+   */
+  complete?: ReadonlyMap<string, EncodedResource>;
 }
 
 export interface TypeStatus {
@@ -183,7 +188,12 @@ export abstract class XdsStream {
    * The differences for one type between `desired` and what the proxy was sent (no side effects). With
    * `candidates`, only those names can differ (the rest is known to be in sync) and `desired` holds just them.
    */
-  protected abstract plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan;
+  protected abstract plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, all: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan;
+
+  /** Nothing to send, and the proxy has what `all` holds for its subscription. */
+  protected markSynced(state: TypeState, all: ReadonlyMap<string, EncodedResource>): void {
+    state.synced = all;
+  }
 
   /** Sends one response for `state` made of `upserts`, `removals` (allowed now) and `notices`. */
   protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined;
@@ -266,9 +276,9 @@ export abstract class XdsStream {
         s.synced = all;
         continue;
       }
-      const p = changed ? this.plan(s, this.desiredAmong(s, all, changed), changed) : this.plan(s, this.desired(s, all));
+      const p = changed ? this.plan(s, this.desiredAmong(s, all, changed), all, changed) : this.plan(s, this.desired(s, all), all);
       const idle = p.upserts.length === 0 && p.removals.length === 0 && p.notices.length === 0;
-      if (idle && !s.force && p.gone.length === 0) s.synced = all;
+      if (idle && !s.force && p.gone.length === 0) this.markSynced(s, all);
       plans.set(s, p);
     }
     // A type whose source failed counts as busy: removals elsewhere wait for it.
