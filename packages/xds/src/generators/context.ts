@@ -310,6 +310,7 @@ export function inboundPorts(snapshot: RegistrySnapshot, index: InboundIndex, vi
       if (!ips.has(ep.address) && !(wk && ep.workload === wk)) continue;
       for (const p of service.ports) {
         const port = endpointPort(ep, p);
+        if (port === undefined) continue;
         const entry = byPort.get(port) ?? { port, protocol: p.protocol, serviceKeys: [] };
         if (!entry.serviceKeys.includes(key)) entry.serviceKeys.push(key);
         byPort.set(port, entry);
@@ -319,9 +320,17 @@ export function inboundPorts(snapshot: RegistrySnapshot, index: InboundIndex, vi
   return [...byPort.values()].sort((a, b) => a.port - b.port);
 }
 
-/** An endpoint's port for a service port: its own mapping by port name, else targetPort, else the port number. */
-export function endpointPort(ep: Endpoint, port: { name: string; number: number; targetPort?: number }): number {
-  return ep.ports[port.name] ?? port.targetPort ?? port.number;
+/**
+ * An endpoint's port for a service port: its own mapping by port name, else targetPort, else the port number;
+ * undefined when the endpoint does not serve that service port at all.
+ */
+export function endpointPort(ep: Endpoint, port: { name: string; number: number; targetPort?: number }): number | undefined {
+  const own = ep.ports[port.name];
+  if (own !== undefined) return own;
+  // A Consul instance serves only the port it was registered with (the only name its map holds); the service's other
+  // ports belong to other instances. WorkloadEntries and inline endpoints follow Istio: unmapped = the service port.
+  if (ep.origin.type === "consul") return undefined;
+  return port.targetPort ?? port.number;
 }
 
 /** Everything a generator reads: the snapshot plus its indexes. */

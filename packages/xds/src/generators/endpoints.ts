@@ -83,7 +83,10 @@ export function loadAssignment(
   const tagMtls = flavor === "envoy" && service.location === "MESH_INTERNAL";
   const endpoints = localityEndpoints(
     selected,
-    (ep) => addressOf(ep, endpointPort(ep, port), flavor),
+    (ep) => {
+      const p = endpointPort(ep, port);
+      return p === undefined ? undefined : addressOf(ep, p, flavor);
+    },
     tagMtls ? (ep) => (ep.serviceAccount ? { metadata: TLS_MODE_ISTIO_METADATA } : {}) : undefined,
   );
   return endpoints.length ? { cluster_name: clusterName, endpoints } : { cluster_name: clusterName };
@@ -101,6 +104,9 @@ export function dnsLoadAssignment(clusterName: string, service: Service, port: P
   }
   if (single) selected = selected.slice(0, 1);
   if (selected.length === 0) return undefined;
-  const endpoints = localityEndpoints(selected, (ep) => ({ socket_address: { address: ep.address, port_value: endpointPort(ep, port) } }));
+  const endpoints = localityEndpoints(selected, (ep) => {
+    const p = endpointPort(ep, port);
+    return p === undefined ? undefined : { socket_address: { address: ep.address, port_value: p } };
+  });
   return { cluster_name: clusterName, endpoints };
 }
