@@ -407,10 +407,7 @@ spec:
       expect((await service()).endpoints.map((e) => e.address)).to.deep.equal(["127.0.0.21", "127.0.0.22"]);
     });
 
-    // Pending: the generators (endpointPort in generators/context.ts) send an endpoint that does not map a port name at
-    // the service port, which is Istio's rule for WorkloadEntries but wrong for Consul instances, which serve only
-    // their own port: today each port's cluster also lists the other instance at a port it does not listen on.
-    it.skip("instances on different ports: each port's cluster holds only the instances serving that port", async function () {
+    it("instances on different ports: each port's cluster holds only the instances serving that port", async function () {
       const [a, b] = await startEchoServers([
         { name: "127.0.0.31", host: "127.0.0.31" },
         { name: "127.0.0.32", host: "127.0.0.32" },
