@@ -168,6 +168,26 @@ describe("ADS state of the world", function () {
     await c.expectNothingPending();
   });
 
+  it("with a send budget smaller than one response, still answers every stream and delivers a push to all", async function () {
+    const tight = new AdsServer({ source, sendBudgetBytes: 1 });
+    const started = await startAds(tight);
+    const own: RawAdsClient<"sotw">[] = [];
+    try {
+      for (let i = 0; i < 5; i++) own.push(new RawAdsClient(started.address, "sotw"));
+      own.forEach((c, i) => c.send({ node: testNode(`envoy-${i}`), type_url: CDS, resource_names: [] }));
+      const first = await Promise.all(own.map((c) => c.next()));
+      for (const r of first) expect(names(r)).to.deep.equal(["a", "b"]);
+      own.forEach((c, i) => c.send({ type_url: CDS, resource_names: [], response_nonce: first[i]!.nonce, version_info: first[i]!.version_info }));
+      source.set(CDS, [cluster("a"), cluster("b"), cluster("c")]);
+      tight.push();
+      const second = await Promise.all(own.map((c) => c.next()));
+      for (const r of second) expect(names(r)).to.deep.equal(["a", "b", "c"]);
+    } finally {
+      for (const c of own) c.close();
+      started.server.forceShutdown();
+    }
+  });
+
   it("ignores a request whose nonce is not the latest sent for its type", async function () {
     const c = connect();
     c.send({ node: testNode("grpc-1"), type_url: EDS, resource_names: ["a"] });

@@ -7,6 +7,7 @@ import { type ProxyView, proxyViewFromNode, ProxyViewError } from "../proxy-view
 import { adsServiceDefinition, decodeDeltaRequest, sotwRequestDecoder } from "./ads.js";
 import { DeltaStream } from "./delta.js";
 import type { ResourceSource } from "./resources.js";
+import { SendBudget } from "./send-budget.js";
 import { SotwStream } from "./sotw.js";
 import type { StreamObserver, StreamStatus, XdsStream } from "./stream.js";
 
@@ -30,14 +31,18 @@ export interface AdsServerOptions {
     disconnected?(stream: XdsStream): void;
   };
   log?: Logger;
+  /** Cap on response bytes written but not yet taken by the transport, across streams (default 64 MiB). */
+  sendBudgetBytes?: number;
 }
 
 export class AdsServer {
   private readonly streams = new Set<XdsStream>();
+  private readonly budget: SendBudget;
   private readonly calls = new Map<XdsStream, AdsCall>();
   private draining = false;
 
   constructor(private readonly opts: AdsServerOptions) {
+    this.budget = new SendBudget(opts.sendBudgetBytes ?? 64 * 2 ** 20);
     const observer = opts.observer ?? {};
     this.opts = {
       ...opts,
@@ -153,7 +158,8 @@ export class AdsServer {
         return;
       }
       const Stream = protocol === "sotw" ? SotwStream : DeltaStream;
-      const s = new Stream(protocol, view, call.getPeer(), this.opts.source, (m) => call.write(m), this.opts.observer);
+      const s = new Stream(protocol, view, call.getPeer(), this.opts.source, (m) => write(m), this.opts.observer);
+      s.sendBudget = this.budget;
       stream = s;
       this.streams.add(s);
       this.calls.set(s, call);
@@ -176,6 +182,23 @@ export class AdsServer {
         call.emit("error", { code: grpc.status.INTERNAL, details: `cannot serve this stream: ${(err as Error).message}` });
       });
     });
+    // Bytes of this call still counted against the send budget: released when the transport takes them, or
+    // all at once when the call ends (a cancelled stream may never run its write callbacks).
+    const unreleased = new Set<() => void>();
+    const write = (m: Buffer): void => {
+      const release = this.budget.take(m.length);
+      unreleased.add(release);
+      call.write(m, () => {
+        unreleased.delete(release);
+        release();
+      });
+    };
+    const releaseAll = (): void => {
+      const rs = [...unreleased];
+      unreleased.clear();
+      for (const r of rs) r();
+    };
+    call.on("close", releaseAll);
     const finish = (why: string): void => {
       if (ended && !stream) return;
       ended = true;

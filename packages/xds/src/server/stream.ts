@@ -1,6 +1,7 @@
 // What SotW and delta streams share: the proxy view from the first request, per-type ACK/NACK bookkeeping,
 // the one-response-in-flight rule, make-before-break sequencing, and the status /debug/syncz shows.
 import type { ProxyView } from "../proxy-view.js";
+import type { SendBudget } from "./send-budget.js";
 import { byPushOrder, changedSince, type EncodedResource, HEALTH_TYPE_URL, removalRank, type ResourceSource, shortType } from "./resources.js";
 
 export type Protocol = "sotw" | "delta";
@@ -120,6 +121,8 @@ export abstract class XdsStream {
   private nonceCounter = 0;
   private closed = false;
   private health: HealthReport | undefined;
+  /** Shared cap on response bytes not yet taken by the transport (see send-budget.ts); none in unit tests. */
+  sendBudget: SendBudget | undefined;
 
   constructor(
     readonly protocol: Protocol,
@@ -142,6 +145,12 @@ export abstract class XdsStream {
 
   close(): void {
     this.closed = true;
+    this.sendBudget?.forget(this);
+  }
+
+  /** The send budget has room again: send what waited for it. */
+  resume(): void {
+    this.evaluate();
   }
 
   /** Takes a HealthInformation request (true) or says it is not one (false). Never answered. */
@@ -300,6 +309,11 @@ export abstract class XdsStream {
         p.removals.length > 0 &&
         states.every((o) => o === s || (!o.inflight && !hasChanges(o) && (removalRank(o.typeUrl) >= removalRank(s.typeUrl) || plans.get(o)?.removals.length === 0)));
       if (!hasChanges(s) && !removeNow) continue;
+      if (this.sendBudget && !this.sendBudget.admit(this)) {
+        // Waits like a queued response: sent when the transport has drained enough (resume()).
+        if (triggeredAt !== undefined) s.dirtySince = Math.min(s.dirtySince ?? triggeredAt, triggeredAt);
+        return;
+      }
       const nonce = this.nextNonce();
       const out = this.respond(s, p, removeNow, nonce);
       // Everything planned went out unless removals were deferred: the proxy now has what `all` holds.
