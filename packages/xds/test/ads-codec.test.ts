@@ -37,6 +37,12 @@ describe("ADS request codec", () => {
     const changed = [...names.slice(0, 499), "outbound|8080||other.ns.mesh.internal"];
     const c = decode(encodeSotwRequest({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: changed, response_nonce: "n4" }));
     expect(c.resource_names).to.deep.equal(changed).and.not.equal(a.resource_names);
+    // The previous list plus one more name: not the same list.
+    const longer = [...changed, "outbound|8080||one-more.ns.mesh.internal"];
+    const d = decode(encodeSotwRequest({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: longer, response_nonce: "n4b" }));
+    expect(d.resource_names).to.deep.equal(longer);
+    const e = decode(encodeSotwRequest({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: changed, response_nonce: "n4c" }));
+    expect(e.resource_names).to.deep.equal(changed);
     // A NACK (error_detail) and a first request (node) go through the full decoder.
     const nack = decode(encodeSotwRequest({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: changed, response_nonce: "n5", error_detail: { code: 3, message: "bad" } }));
     expect(nack.error_detail).to.deep.equal({ code: 3, message: "bad" });

@@ -209,7 +209,23 @@ function sampleKey(typeUrl: string, region: Buffer): string {
   return `${typeUrl}|${n}|${region.toString("latin1", 0, 64)}|${region.toString("latin1", mid, mid + 64)}|${region.toString("latin1", Math.max(0, n - 64), n)}`;
 }
 
+/** The type_url of a request, if it is a plain field of it (for finding the previous names of that type). */
+function typeUrlOf(buf: Buffer): string | undefined {
+  for (let pos = 0; pos < buf.length; ) {
+    const key = readVarint(buf, pos);
+    if (!key || (key[0] & 7) !== 2) return undefined;
+    const len = readVarint(buf, key[1]);
+    if (!len) return undefined;
+    if (key[0] >>> 3 === 4) return buf.toString("utf8", len[1], len[1] + len[0]);
+    pos = len[1] + len[0];
+  }
+  return undefined;
+}
+
 function decodeSotwAck(buf: Buffer, last: Map<string, DecodedNames>): SotwRequest | undefined {
+  // The previous names of this type, to skip over in one comparison instead of field by field.
+  const t = last.size > 0 ? typeUrlOf(buf) : undefined;
+  const expected = t !== undefined ? last.get(t) : undefined;
   let version = "";
   let typeUrl = "";
   let nonce = "";
@@ -230,8 +246,17 @@ function decodeSotwAck(buf: Buffer, last: Map<string, DecodedNames>): SotwReques
         break;
       case 3:
         // Names must be one contiguous run for the byte comparison to mean "the same list".
-        if (namesStart < 0) namesStart = pos;
-        else if (namesEnd !== pos) return undefined;
+        if (namesStart < 0) {
+          namesStart = pos;
+          const n = expected?.bytes.length ?? 0;
+          if (n > 0 && pos + n <= buf.length && expected!.bytes.equals(buf.subarray(pos, pos + n))) {
+            // The whole previous list, byte for byte: skip it (more names after it are checked as usual).
+            namesEnd = pos + n;
+            count = expected!.names.length;
+            pos = namesEnd;
+            continue;
+          }
+        } else if (namesEnd !== pos) return undefined;
         namesEnd = end;
         count++;
         break;
