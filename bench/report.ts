@@ -11,14 +11,14 @@ export function renderMarkdown(meta: Record<string, unknown>, results: RunResult
     "",
     "`subscribed` counts the proxies that asked for the changed resource; `missed` those of them that got nothing within 30 s; `others pushed` the proxies that did not ask for it but were sent that type anyway.",
     "",
-    "| S | E | K | style | connect storm p50 / p99 / max ms | unconverged | endpoint change p50 / p99 / max ms | subscribed | missed | others pushed | bytes/proxy (change) | server CPU ms (change) | routing change p99 ms | RSS idle / connected MB | KB per proxy |",
-    "|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    "| S | E | K | style | connect storm p50 / p99 / max ms | unconverged | server CPU ms (storm) | endpoint change p50 / p99 / max ms | subscribed | missed | others pushed | bytes/proxy (change) | server CPU ms (change) | routing change p99 ms | server CPU ms (routing) | RSS idle / connected MB | KB per proxy | heap used / external MB |",
+    "|---:|---:|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
   ];
   for (const r of results) {
     const c = r.connectStorm;
     const e = r.endpointChange;
     lines.push(
-      `| ${r.services} | ${r.endpoints} | ${r.proxies} | ${r.style} | ${c.p50} / ${c.p99} / ${c.max} | ${c.unconverged} | ${e.p50} / ${e.p99} / ${e.max} | ${e.subscribed} | ${e.missing} | ${e.unaffectedPushed} | ${e.bytesPerProxy} | ${e.serverCpuMs} | ${r.routingChange ? r.routingChange.p99 : "-"} | ${r.serverRssMb.idle} / ${r.serverRssMb.connected} | ${r.serverRssMb.perProxyKb} |`,
+      `| ${r.services} | ${r.endpoints} | ${r.proxies} | ${r.style} | ${c.p50} / ${c.p99} / ${c.max} | ${c.unconverged} | ${r.serverCpuMsConnectStorm} | ${e.p50} / ${e.p99} / ${e.max} | ${e.subscribed} | ${e.missing} | ${e.unaffectedPushed} | ${e.bytesPerProxy} | ${e.serverCpuMs} | ${r.routingChange ? r.routingChange.p99 : "-"} | ${r.routingChange ? r.routingChange.serverCpuMs : "-"} | ${r.serverRssMb.idle} / ${r.serverRssMb.connected} | ${r.serverRssMb.perProxyKb} | ${r.serverHeapMb ? `${r.serverHeapMb.used} / ${r.serverHeapMb.external}` : "-"} |`,
     );
   }
   return lines.join("\n") + "\n";

@@ -214,6 +214,15 @@ export function benchMesh(services: number): MeshShape {
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
+  // `--render NAME`: rewrite bench/results/NAME.{md,svg} from NAME.json (after a change to report.ts).
+  if (process.argv.includes("--render")) {
+    const name = process.argv[process.argv.indexOf("--render") + 1] ?? "full";
+    const out = path.join(repo, "bench", "results");
+    const { meta, results } = JSON.parse(await fs.readFile(path.join(out, `${name}.json`), "utf8")) as { meta: Record<string, unknown>; results: RunResult[] };
+    await fs.writeFile(path.join(out, `${name}.md`), renderMarkdown(meta, results));
+    await fs.writeFile(path.join(out, `${name}.svg`), renderSvg(results));
+    return;
+  }
   const plan: { shape: MeshShape; proxies: number; style: ProxyStyle }[] = [];
   const mesh = benchMesh;
   if (quick) {

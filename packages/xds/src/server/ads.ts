@@ -385,9 +385,10 @@ export function encodeSotwResponse(r: SotwResponse): Buffer {
   for (const res of r.resources) size += fieldSize(fieldSize(tu) + fieldSize(res.bytes.length));
   const out = new WireOut(size);
   out.string(1, r.version_info, vi);
+  const typeUrl = Buffer.from(r.type_url, "utf8");
   for (const res of r.resources) {
     out.key(2, fieldSize(tu) + fieldSize(res.bytes.length));
-    out.string(1, r.type_url, tu);
+    out.bytes(1, typeUrl);
     out.bytes(2, res.bytes);
   }
   out.string(4, r.type_url, tu);
@@ -418,12 +419,13 @@ export function encodeDeltaResponse(r: DeltaResponse): Buffer {
   for (const len of removed) size += fieldSize(len);
   const out = new WireOut(size);
   out.string(1, r.system_version_info, svi);
+  const typeUrl = Buffer.from(r.type_url, "utf8");
   r.resources.forEach((res, i) => {
     const l = lens[i]!;
     out.key(2, l.resource);
     out.string(1, res.version, l.version);
     out.key(2, l.any);
-    out.string(1, r.type_url, tu);
+    out.bytes(1, typeUrl);
     out.bytes(2, res.bytes);
     out.string(3, res.name, l.name);
   });

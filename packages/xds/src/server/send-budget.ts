@@ -32,11 +32,13 @@ export class SendBudget {
       if (released) return;
       released = true;
       this.inFlight -= bytes;
-      // Resume waiters once half the cap is free, so each resumed stream has room to write.
-      if (this.waiting.size > 0 && this.inFlight <= this.maxBytes / 2) {
-        const ws = [...this.waiting];
-        this.waiting.clear();
-        for (const w of ws) w.resume();
+      // Once half the cap is free, resume waiters in arrival order, only while there is room: resuming them all
+      // at once would have each re-plan only to find the cap full again.
+      if (this.inFlight > this.maxBytes / 2) return;
+      for (const w of this.waiting) {
+        if (this.inFlight >= this.maxBytes) break;
+        this.waiting.delete(w);
+        w.resume();
       }
     };
   }

@@ -123,6 +123,8 @@ export abstract class XdsStream {
   private health: HealthReport | undefined;
   /** Shared cap on response bytes not yet taken by the transport (see send-budget.ts); none in unit tests. */
   sendBudget: SendBudget | undefined;
+  /** Waiting for the send budget: whether a push arrived meanwhile, and its earliest trigger. */
+  private budgetWait: { triggeredAt: number | undefined } | undefined;
 
   constructor(
     readonly protocol: Protocol,
@@ -150,7 +152,9 @@ export abstract class XdsStream {
 
   /** The send budget has room again: send what waited for it. */
   resume(): void {
-    this.evaluate();
+    const wait = this.budgetWait;
+    this.budgetWait = undefined;
+    this.evaluate(wait?.triggeredAt);
   }
 
   /** Takes a HealthInformation request (true) or says it is not one (false). Never answered. */
@@ -264,6 +268,12 @@ export abstract class XdsStream {
    */
   protected evaluate(triggeredAt?: number): void {
     if (this.closed) return;
+    // While the send budget is spent, do not even plan: this stream is resumed (in turn) when there is room.
+    if (this.sendBudget && !this.sendBudget.admit(this)) {
+      const t = this.budgetWait?.triggeredAt;
+      this.budgetWait = { triggeredAt: t === undefined ? triggeredAt : triggeredAt === undefined ? t : Math.min(t, triggeredAt) };
+      return;
+    }
     const states = [...this.types.values()].sort((a, b) => byPushOrder(a.typeUrl, b.typeUrl));
     const plans = new Map<TypeState, Plan>();
     const sources = new Map<TypeState, ReadonlyMap<string, EncodedResource>>();
