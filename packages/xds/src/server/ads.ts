@@ -362,7 +362,13 @@ class WireOut {
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
+  /** Bytes that are already encoded fields. */
+  raw(b: Uint8Array): void {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
   string(field: number, s: string, byteLength: number): void {
+
     this.key(field, byteLength);
     this.pos += this.buf.write(s, this.pos, byteLength, "utf8");
   }
@@ -399,21 +405,37 @@ export function encodeSotwResponse(r: SotwResponse): Buffer {
 }
 
 /**
+ * The name and version fields of a delta Resource (Resource { version = 1; resource = 2; name = 3 }; field
+ * order does not matter on the wire): the same for every proxy the resource goes to, so encoded once.
+ */
+const resourceHeads = new WeakMap<WireResource, Buffer>();
+function resourceHead(res: WireResource): Buffer {
+  let head = resourceHeads.get(res);
+  if (!head) {
+    const name = Buffer.byteLength(res.name);
+    const version = Buffer.byteLength(res.version);
+    const out = new WireOut(fieldSize(name) + fieldSize(version));
+    out.string(3, res.name, name);
+    out.string(1, res.version, version);
+    head = out.finish();
+    resourceHeads.set(res, head);
+  }
+  return head;
+}
+
+/**
  * DeltaDiscoveryResponse { system_version_info = 1; resources = 2; type_url = 4; nonce = 5; removed_resources = 6;
- * control_plane = 7 }, Resource { version = 1; resource = 2 (Any); name = 3 }.
+ * control_plane = 7 }.
  */
 export function encodeDeltaResponse(r: DeltaResponse): Buffer {
   const tu = Buffer.byteLength(r.type_url);
   const svi = Buffer.byteLength(r.system_version_info);
   const nonce = Buffer.byteLength(r.nonce);
   let size = fieldSize(svi) + fieldSize(tu) + fieldSize(nonce) + fieldSize(CONTROL_PLANE_LEN);
-  const lens = r.resources.map((res) => {
-    const version = Buffer.byteLength(res.version);
-    const name = Buffer.byteLength(res.name);
-    const any = fieldSize(tu) + fieldSize(res.bytes.length);
-    const resource = fieldSize(version) + fieldSize(any) + fieldSize(name);
-    size += fieldSize(resource);
-    return { version, name, any, resource };
+  const heads = r.resources.map((res) => {
+    const head = resourceHead(res);
+    size += fieldSize(head.length + fieldSize(fieldSize(tu) + fieldSize(res.bytes.length)));
+    return head;
   });
   const removed = r.removed_resources.map((n) => Buffer.byteLength(n));
   for (const len of removed) size += fieldSize(len);
@@ -421,13 +443,13 @@ export function encodeDeltaResponse(r: DeltaResponse): Buffer {
   out.string(1, r.system_version_info, svi);
   const typeUrl = Buffer.from(r.type_url, "utf8");
   r.resources.forEach((res, i) => {
-    const l = lens[i]!;
-    out.key(2, l.resource);
-    out.string(1, res.version, l.version);
-    out.key(2, l.any);
+    const head = heads[i]!;
+    const any = fieldSize(tu) + fieldSize(res.bytes.length);
+    out.key(2, head.length + fieldSize(any));
+    out.raw(head);
+    out.key(2, any);
     out.bytes(1, typeUrl);
     out.bytes(2, res.bytes);
-    out.string(3, res.name, l.name);
   });
   out.string(4, r.type_url, tu);
   out.string(5, r.nonce, nonce);
