@@ -17,6 +17,7 @@ import path from "node:path";
 import chokidar, { type FSWatcher } from "chokidar";
 import { Debouncer } from "./debounce.js";
 import { gitHead } from "./git-head.js";
+import { GitHeadWatcher } from "./git-head-watch.js";
 import { createLogger } from "./logger.js";
 import type { AnyConfig, ConfigProblem, RegistrySource, SourceState, SourceStatus } from "./model.js";
 import { MAX_FILE_BYTES, parseDocuments } from "./parse/index.js";
@@ -54,6 +55,8 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
   private readonly debouncer: Debouncer;
   private watcher: FSWatcher | undefined;
   private readonly linkWatchers: NodeFsWatcher[] = [];
+  /** HEAD can move without a config file changing (see git-head-watch.ts); the revision must follow it. */
+  private headWatcher: GitHeadWatcher | undefined;
   private readonly readyWaiters: (() => void)[] = [];
   /** Real paths of the configured dirs when the watcher was opened. */
   private rootTargets = "";
@@ -93,6 +96,8 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     this.running = true;
     this.stopped = false;
     await this.watchLinkedRoots();
+    this.headWatcher = new GitHeadWatcher(this.dirs, () => this.debouncer.trigger(), (message, err) => log.warn(`${this.name}: ${message}`, { error: String(err) }));
+    await this.headWatcher.start();
     await this.openWatcher();
     // Watching before the first scan: an edit racing with startup is either in the scan or triggers another.
     this.requestScan();
@@ -104,6 +109,8 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     this.running = false;
     this.debouncer.cancel();
     for (const w of this.linkWatchers.splice(0)) w.close();
+    this.headWatcher?.close();
+    this.headWatcher = undefined;
     for (const release of this.readyWaiters.splice(0)) release();
     const w = this.watcher;
     this.watcher = undefined;

@@ -6,6 +6,24 @@ import path from "node:path";
 
 const SHA = /^[0-9a-f]{40}(?:[0-9a-f]{24})?$/;
 
+/** Where the checkout containing a directory keeps HEAD and the ref HEAD names (a detached HEAD names none). */
+export interface GitLocation {
+  gitDir: string;
+  /** The shared repository of a worktree (refs, packed-refs); `gitDir` itself otherwise. */
+  commonDir: string;
+  /** The symbolic ref HEAD points at, e.g. `refs/heads/main`. */
+  ref?: string;
+}
+
+/** The git files behind `dir`'s checkout, or undefined when `dir` is not in one. */
+export async function gitLocation(dir: string): Promise<GitLocation | undefined> {
+  const gitDir = await findGitDir(path.resolve(dir));
+  if (!gitDir) return undefined;
+  const head = (await readText(path.join(gitDir, "HEAD")))?.trim() ?? "";
+  const m = /^ref:\s*(\S+)$/.exec(head);
+  return { gitDir, commonDir: await commonDir(gitDir), ...(m ? { ref: m[1]! } : {}) };
+}
+
 /** HEAD's commit for the checkout containing `dir`, or undefined (not in a checkout, unreadable, unborn branch). */
 export async function gitHead(dir: string): Promise<string | undefined> {
   const gitDir = await findGitDir(path.resolve(dir));
