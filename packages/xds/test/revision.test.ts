@@ -1,10 +1,10 @@
 // The applied config revision, from a real git checkout (made with the git binary) through the real FileSource,
-// Registry and control plane to what operators read: /debug/configz and `vmpilot proxy-status`'s header.
+// Registry and control plane to what operators read: /debug/configz, the info metric and `vmpilot proxy-status`.
 import { expect } from "chai";
 import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import type { SourceStatus } from "@vmpilot/registry";
 import { setLogLevel } from "@vmpilot/registry/logger";
@@ -18,6 +18,9 @@ async function git(cwd: string, ...args: string[]): Promise<string> {
   const { stdout } = await run("git", ["-c", "user.name=vmpilot test", "-c", "user.email=test@vmpilot.invalid", "-c", "commit.gpgsign=false", ...args], { cwd });
   return stdout.trim();
 }
+
+const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
+const CLI = join(dirname(import.meta.dirname), "src", "cli.ts");
 
 const SHA1 = "0123456789abcdef0123456789abcdef01234567";
 const SHA2 = "89abcdef0123456789abcdef0123456789abcdef";
@@ -141,5 +144,20 @@ describe("config revision: a git checkout served by the control plane", function
     });
     expect(lines).to.have.length(1);
     expect(revisionInfoSeries(revisionInfo(cp.current().sources, { files: config.configDirs }))).to.deep.equal([{ source: "files", dir, revision: second }]);
+    const metrics = await (await fetch(`http://${http}/metrics`)).text();
+    expect(metrics).to.include(`vmpilot_config_revision_info{source="files",dir="${dir}",revision="${second}"} 1`);
+    expect(metrics.match(/^vmpilot_config_revision_info\{/gm)).to.have.length(1, "one series: the old commit's is gone");
+
+    // A commit that changes no config file (docs beside the config dir) still moves the applied revision: the
+    // source watches HEAD and the branch ref, not only the files.
+    await writeFile(join(repo, "README.md"), "docs only\n");
+    await git(repo, "add", "README.md");
+    await git(repo, "commit", "-q", "-m", "docs");
+    const third = await git(repo, "rev-parse", "HEAD");
+    await waitFor("the docs-only commit", async () => ((await configz()).find((s) => s.name === "files")?.revision === third ? true : undefined));
+
+    // What an operator runs: the header line names the commit, then the (empty) proxy table.
+    const { stdout } = await run(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", CLI, "proxy-status", "--http-addr", http], { cwd: REPO_ROOT });
+    expect(stdout.split("\n").slice(0, 2)).to.deep.equal([`config revision: ${third} (files)`, "no proxies connected"]);
   });
 });

@@ -1,6 +1,7 @@
 // `vmpilot proxy-status [--http-addr HOST:PORT] [--output table|json]`: every connected proxy and, per xDS
 // type, whether it runs what we sent (like `istioctl proxy-status`). Reads the server's /debug/syncz.
 import { Command, Option } from "commander";
+import { fetchRevisions, formatRevisionLines } from "../revision.js";
 import { DEFAULT_HTTP_ADDR } from "../server/config.js";
 
 /** One entry of /debug/syncz as this command reads it. */
@@ -62,6 +63,8 @@ export function register(program: Command): void {
     .action(async (opts: { httpAddr: string; output: "table" | "json" }) => {
       try {
         const entries = await fetchSyncz(opts.httpAddr);
+        // Which commit of the config repository the proxies below are running (the answer after a merge).
+        if (opts.output === "table") for (const line of formatRevisionLines(await fetchRevisions(opts.httpAddr))) process.stdout.write(`${line}\n`);
         if (opts.output === "json") process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
         else if (entries.length === 0) process.stdout.write("no proxies connected\n");
         else process.stdout.write(formatTable(entries));

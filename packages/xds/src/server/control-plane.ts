@@ -95,7 +95,7 @@ export class ControlPlane {
     this.cache = opts.createCache();
     this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: opts.config.autoRegistration.cleanupGracePeriodMs });
     this.registry = this.buildRegistry(opts.config);
-    this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current() });
+    this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current(), configDirs: () => this.config.configDirs });
     const onHealth = opts.onHealthReport;
     const metrics = this.metrics.observer();
     const autoReg = this.autoRegistration;

@@ -2,6 +2,7 @@
 // in one process, as in tests). Gauges that mirror current state are computed at scrape time.
 import client from "prom-client";
 import type { RegistrySnapshot } from "@vmpilot/registry";
+import { revisionInfo, revisionInfoSeries } from "../revision.js";
 import { shortType } from "./resources.js";
 import type { StreamObserver, XdsStream } from "./stream.js";
 
@@ -13,7 +14,7 @@ export class ControlPlaneMetrics {
   private readonly streamsOpened: client.Counter<"protocol">;
   private readonly generationErrors: client.Counter<"type">;
 
-  constructor(opts: { streams: () => Iterable<XdsStream>; snapshot: () => RegistrySnapshot | undefined }) {
+  constructor(opts: { streams: () => Iterable<XdsStream>; snapshot: () => RegistrySnapshot | undefined; configDirs?: () => readonly string[] }) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: "vmpilot_" });
     new client.Gauge({
@@ -75,6 +76,17 @@ export class ControlPlaneMetrics {
         const counts = new Map<string, number>();
         for (const o of opts.snapshot()?.configs.values() ?? []) counts.set(o.kind, (counts.get(o.kind) ?? 0) + 1);
         for (const [kind, n] of counts) this.set({ kind }, n);
+      },
+    });
+    new client.Gauge({
+      name: "vmpilot_config_revision_info",
+      help: "The git commit each config source applied (1 per source; dir: its directories).",
+      labelNames: ["source", "dir", "revision"],
+      registers,
+      collect() {
+        this.reset();
+        const info = revisionInfo(opts.snapshot()?.sources ?? [], { files: opts.configDirs?.() ?? [] });
+        for (const labels of revisionInfoSeries(info)) this.set(labels, 1);
       },
     });
     new client.Gauge({
