@@ -22,10 +22,11 @@ export interface ProxyView {
    */
   sdsPaths?: { default: string; ROOTCA: string };
   /**
-   * Gateways: the directory where the agent serves Gateway credentials (`credentialName`) by file-based SDS, as
-   * NAME.sds.yaml and NAME-cacert.sds.yaml (metadata CREDENTIAL_SDS_DIR). Absent: those secrets come over ADS.
+   * Gateways: the bootstrap cluster through which the agent serves Gateway credentials (`credentialName`: secrets
+   * NAME and NAME-cacert) over gRPC SDS on a local unix socket (metadata CREDENTIAL_SDS_CLUSTER, `sds-grpc`).
+   * Absent: those secrets are requested over ADS (an operator's own SDS behind the control plane).
    */
-  credentialSdsDir?: string;
+  credentialSdsCluster?: string;
   /** Envoy uses DELTA_GRPC or GRPC; informational. */
   cluster?: string;
   locality?: { region?: string; zone?: string; sub_zone?: string };
@@ -117,8 +118,8 @@ export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
   // Proxyless gRPC reads certificates through its own certificate providers, never SDS.
   const sds = kind === "grpc" ? undefined : parseSdsPaths(md.SDS_PATHS);
   if (sds) view.sdsPaths = sds;
-  const credentialDir = kind === "gateway" ? str(md.CREDENTIAL_SDS_DIR) : undefined;
-  if (credentialDir) view.credentialSdsDir = credentialDir;
+  const credentialCluster = kind === "gateway" ? str(md.CREDENTIAL_SDS_CLUSTER) : undefined;
+  if (credentialCluster) view.credentialSdsCluster = credentialCluster;
   if (node.cluster) view.cluster = node.cluster;
   if (node.locality) view.locality = node.locality;
   return view;

@@ -166,8 +166,8 @@ export interface Scope {
   serviceKeys: ReadonlySet<string>;
   /** Envoy: the agent's file-based SDS paths (node metadata SDS_PATHS), when it announced them. */
   sdsPaths?: SdsPaths;
-  /** Gateways: where the agent serves credentialName secrets as files (node metadata CREDENTIAL_SDS_DIR). */
-  credentialSdsDir?: string;
+  /** Gateways: the bootstrap cluster of the agent's SDS server for credentialName secrets (CREDENTIAL_SDS_CLUSTER). */
+  credentialSdsCluster?: string;
 }
 
 /** The agent's file-based SDS paths, for Envoy views that announced them (else secrets come over ADS). */
@@ -185,7 +185,7 @@ export function canonicalLabels(labels: Readonly<Record<string, string>>): strin
 export function scopeKey(view: ProxyView): string {
   const mode = view.kind === "sidecar" ? view.interceptionMode : "";
   const sds = sdsPathsOf(view);
-  const creds = view.kind === "gateway" ? (view.credentialSdsDir ?? "") : "";
+  const creds = view.kind === "gateway" ? (view.credentialSdsCluster ?? "") : "";
   return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}|${creds}`;
 }
 
@@ -233,7 +233,7 @@ export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, vi
   if (sidecar) scope.sidecar = sidecar;
   const sds = sdsPathsOf(view);
   if (sds) scope.sdsPaths = sds;
-  if (view.kind === "gateway" && view.credentialSdsDir) scope.credentialSdsDir = view.credentialSdsDir;
+  if (view.kind === "gateway" && view.credentialSdsCluster) scope.credentialSdsCluster = view.credentialSdsCluster;
   return scope;
 }
 

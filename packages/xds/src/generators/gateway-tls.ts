@@ -1,10 +1,20 @@
 // Downstream TLS of a gateway server (Gateway `servers[].tls`): the certificate it presents and how it verifies
 // clients. Credentials come from files on the gateway VM (serverCertificate/privateKey/caCertificates) or by
 // SDS under Istio's names: the secret `credentialName` and, for client verification, the secret
-// `credentialName-cacert`. Those are served by the gateway's agent as files (DIR/NAME.sds.yaml,
-// DIR/NAME-cacert.sds.yaml) when the proxy announced CREDENTIAL_SDS_DIR; otherwise they are requested over ADS,
-// for operators who run an SDS server of their own. ISTIO_MUTUAL uses the mesh identity (`default`, `ROOTCA`),
-// from the agent's files when the proxy announced SDS_PATHS, as for upstream mTLS.
+// `credentialName-cacert`.
+//
+// A gateway whose agent announced CREDENTIAL_SDS_CLUSTER gets those secrets from the agent's SDS server (gRPC
+// on a unix socket, reached through that bootstrap cluster: Istio's `sds-grpc`), never from file-based SDS.
+// The reason is failure isolation. Envoy loads a `path_config_source` when the listener is built and rejects the
+// whole LDS update if the file is missing, so one Gateway naming a credential that is not (yet) on the VM would
+// freeze every listener of that gateway (NACK). A gRPC SDS subscription to a name the agent does not have simply
+// gets no answer: only the listener using it waits (warming; at startup Envoy's initial_fetch_timeout, 15 s by
+// default, bounds the wait), the others are accepted and serve, and the agent pushes the secret when its files
+// appear. Without the announcement the secrets are requested over ADS, for operators who run an SDS of their own
+// behind the control plane.
+//
+// ISTIO_MUTUAL uses the mesh identity (`default`, `ROOTCA`) from the agent's files when the proxy announced
+// SDS_PATHS, as for upstream mTLS: those files exist before Envoy starts, so the file source cannot fail there.
 import type { ServerTLSSettings } from "@vmpilot/registry";
 import type { Scope } from "./context.js";
 import { SDS_CERT_SECRET, SDS_ROOT_SECRET } from "./tls.js";
@@ -28,13 +38,26 @@ function sdsSource(path: string | undefined): Json {
   return path ? { path_config_source: { path }, resource_api_version: "V3" } : ADS_SOURCE;
 }
 
-/** A credentialName the agent can have written as a file (it refuses other directory names the same way). */
-const FILE_CREDENTIAL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/**
+ * The agent's SDS server through the bootstrap cluster `cluster`, as Istio's gateways reference `sds-grpc`. Envoy
+ * keys SDS subscriptions by name and config source, so this shape must be the same for every reference to a secret.
+ */
+function grpcSdsSource(cluster: string): Json {
+  return {
+    api_config_source: {
+      api_type: "GRPC",
+      transport_api_version: "V3",
+      grpc_services: [{ envoy_grpc: { cluster_name: cluster } }],
+      // The agent serves secrets by name only; the node (hundreds of bytes of metadata) once per stream is enough.
+      set_node_on_first_message_only: true,
+    },
+    resource_api_version: "V3",
+  };
+}
 
-/** Where the secret `secret` (a credentialName, or NAME-cacert) comes from for this gateway. */
-function credentialSource(scope: Scope, credentialName: string, secret: string): Json {
-  const dir = scope.credentialSdsDir;
-  return sdsSource(dir && FILE_CREDENTIAL_NAME.test(credentialName) ? `${dir.replace(/\/+$/, "")}/${secret}.sds.yaml` : undefined);
+/** Where the secrets of a credentialName (NAME, NAME-cacert) come from for this gateway. */
+function credentialSource(scope: Scope): Json {
+  return scope.credentialSdsCluster ? grpcSdsSource(scope.credentialSdsCluster) : ADS_SOURCE;
 }
 
 /** Typed SAN matchers (the untyped field is deprecated in Envoy): URI for SPIFFE ids and other URIs, DNS otherwise. */
@@ -57,7 +80,7 @@ function clientValidation(tls: ServerTLSSettings, scope: Scope): Json {
   return {
     combined_validation_context: {
       default_validation_context: sanMatchers(tls.subjectAltNames),
-      validation_context_sds_secret_config: { name: `${tls.credentialName}${CA_SECRET_SUFFIX}`, sds_config: credentialSource(scope, tls.credentialName!, `${tls.credentialName}${CA_SECRET_SUFFIX}`) },
+      validation_context_sds_secret_config: { name: `${tls.credentialName}${CA_SECRET_SUFFIX}`, sds_config: credentialSource(scope) },
     },
   };
 }
@@ -65,7 +88,7 @@ function clientValidation(tls: ServerTLSSettings, scope: Scope): Json {
 function certificate(tls: ServerTLSSettings, scope: Scope): Json {
   if (tls.mode === "ISTIO_MUTUAL") return { tls_certificate_sds_secret_configs: [{ name: SDS_CERT_SECRET, sds_config: sdsSource(scope.sdsPaths?.default) }] };
   // credentialName wins over files, as in Istio.
-  if (tls.credentialName) return { tls_certificate_sds_secret_configs: [{ name: tls.credentialName, sds_config: credentialSource(scope, tls.credentialName, tls.credentialName) }] };
+  if (tls.credentialName) return { tls_certificate_sds_secret_configs: [{ name: tls.credentialName, sds_config: credentialSource(scope) }] };
   return { tls_certificates: [{ certificate_chain: { filename: tls.serverCertificate }, private_key: { filename: tls.privateKey } }] };
 }
 
