@@ -3,7 +3,9 @@ import { expect } from "chai";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { decodeToJson, encodeJson } from "@vmpilot/xds/protojson";
 import { proxyViewFromNode } from "@vmpilot/xds/proxy-view";
-import { envoyArgs, envoyBootstrap, sdsRootCa, sdsTlsCertificate } from "../src/bootstrap/envoy.js";
+import { buildSnapshot, DEFAULT_MESH, parseDocuments } from "@vmpilot/registry";
+import { generate } from "@vmpilot/xds/generators/index";
+import { credentialSdsSocket, envoyArgs, envoyBootstrap, sdsRootCa, sdsTlsCertificate } from "../src/bootstrap/envoy.js";
 import { grpcBootstrap } from "../src/bootstrap/grpc.js";
 import { config } from "./fixtures.js";
 
@@ -63,6 +65,16 @@ describe("Envoy bootstrap", () => {
       expect(view.autoRegisterGroup).to.equal(cfg.autoRegisterGroup);
       // The control plane points clusters at the agent's SDS files, so it must read where they are.
       expect(view.sdsPaths).to.deep.equal(md.SDS_PATHS);
+      // A gateway's credentialName secrets come from the agent's SDS socket through sds-grpc; a sidecar has neither.
+      const sdsGrpc = back.static_resources.clusters.filter((c: J) => c.name === "sds-grpc");
+      if (combo.kind === "gateway") {
+        expect(md.CREDENTIAL_SDS_CLUSTER).to.equal("sds-grpc");
+        expect(view.credentialSdsCluster).to.equal("sds-grpc");
+        expect(sdsGrpc).to.have.length(1);
+      } else {
+        expect(md).not.to.have.property("CREDENTIAL_SDS_CLUSTER");
+        expect(sdsGrpc).to.deep.equal([]);
+      }
     });
   }
 
@@ -86,6 +98,56 @@ describe("Envoy bootstrap", () => {
       name: "ROOTCA",
       sds_config: { path_config_source: { path: "/var/lib/vmpilot/agent/ROOTCA.sds.yaml" }, resource_api_version: "V3" },
     });
+  });
+
+  it("a gateway reaches the agent's SDS server as Istio's sds-grpc: HTTP/2 to a unix socket in the agent's private credentials directory", () => {
+    const cfg = config("proxy:\n  kind: gateway\n");
+    const back = strictBootstrap(envoyBootstrap(cfg));
+    const sds = back.static_resources.clusters.find((c: J) => c.name === "sds-grpc");
+    expect(credentialSdsSocket(cfg)).to.equal("/var/lib/vmpilot/agent/credentials/sds.sock");
+    expect(sds).to.deep.include({ name: "sds-grpc", type: "STATIC", connect_timeout: "1s" });
+    expect(sds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address).to.deep.equal({ pipe: { path: "/var/lib/vmpilot/agent/credentials/sds.sock" } });
+    expect(sds.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config).to.deep.equal({ http2_protocol_options: {} });
+  });
+
+  it("agrees with the control plane: the gateway listeners generated for this node name only clusters the bootstrap has", () => {
+    const gatewayYaml = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: shop }
+spec:
+  selector: { app: reviews }
+  servers:
+  - port: { number: 443, name: https, protocol: HTTPS }
+    hosts: [shop.example.com]
+    tls: { mode: MUTUAL, credentialName: shop-cert }
+  - port: { number: 15443, name: mesh, protocol: HTTPS }
+    hosts: ["*"]
+    tls: { mode: ISTIO_MUTUAL }
+`;
+    const parsed = parseDocuments("gw.yaml", gatewayYaml);
+    expect(parsed.problems.filter((p) => p.severity === "error")).to.deep.equal([]);
+    const snapshot = buildSnapshot(undefined, [{ objects: parsed.objects, problems: [], status: { name: "test", synced: true, stale: false } }], DEFAULT_MESH);
+    const cfg = config("proxy:\n  kind: gateway\n");
+    const back = strictBootstrap(envoyBootstrap(cfg));
+    const listeners = generate(snapshot, proxyViewFromNode(back.node)).listeners;
+    const sources = new Map<string, J>();
+    const walk = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === "object") {
+        const o = v as J;
+        if (typeof o.name === "string" && o.sds_config) sources.set(o.name, o.sds_config);
+        Object.values(o).forEach(walk);
+      }
+    };
+    for (const l of listeners.values()) walk(decodeToJson("envoy.config.listener.v3.Listener", encodeJson("envoy.config.listener.v3.Listener", l)));
+    expect([...sources.keys()].sort()).to.deep.equal(["ROOTCA", "default", "shop-cert", "shop-cert-cacert"]);
+    const clusterNames = new Set(back.static_resources.clusters.map((c: J) => c.name));
+    for (const name of ["shop-cert", "shop-cert-cacert"]) {
+      const grpcServices = sources.get(name)!.api_config_source.grpc_services as J[];
+      expect(clusterNames.has(grpcServices[0]!.envoy_grpc.cluster_name), `${name} names a bootstrap cluster`).to.equal(true);
+    }
+    // The mesh identity stays on the agent's files (always present before Envoy starts).
+    expect(sources.get("default")).to.deep.equal({ path_config_source: { path: cfg.output.sdsDefaultFile }, resource_api_version: "V3" });
   });
 
   it("uses a STATIC xds-grpc cluster (no SNI) for an IP control plane and honours a custom SAN", () => {

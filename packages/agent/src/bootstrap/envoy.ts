@@ -12,8 +12,17 @@
 // over ADS (it never holds the private key), so clusters it generates must reference the secrets with the
 // same file config source. It learns the paths from node metadata SDS_PATHS = { default: PATH, ROOTCA: PATH }
 // (see node.ts); `sdsConfigFor` below is the exact shape to emit.
+//
+// Gateway credentials (Gateway `credentialName`) are different: they are the operator's, they may be missing when
+// a Gateway names them, and a missing path_config_source file makes Envoy reject the whole LDS update. So a
+// gateway's bootstrap also has Istio's `sds-grpc` cluster: HTTP/2 to the agent's SDS server on a unix socket
+// (sds-server.ts) in a directory only the agent's user can enter, and the control plane references credentialName
+// secrets through it (node metadata CREDENTIAL_SDS_CLUSTER). The workload identity stays on files: it is always
+// there before Envoy starts (so the file source cannot fail), the control-plane connection itself depends on it
+// (it must not wait for a socket), and the sidecars' clusters keep their references unchanged.
+import path from "node:path";
 import type { AgentConfig } from "../config.js";
-import { xdsNode, type NodeKind } from "./node.js";
+import { SDS_CLUSTER, xdsNode, type NodeKind } from "./node.js";
 
 export const XDS_CLUSTER = "xds-grpc";
 export const ADMIN_PORT = 15000;
@@ -51,6 +60,28 @@ function staticCluster(name: string, address: string, port: number, extra: Recor
     lb_policy: "ROUND_ROBIN",
     load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress(address, port) } }] }] },
     ...extra,
+  };
+}
+
+/**
+ * The unix socket of the agent's SDS server for gateway credentials. It lives in output.credentialSdsDir, which
+ * the agent keeps 0700 (and the socket itself 0600): only the agent's user, hence its Envoy, may connect.
+ */
+export function credentialSdsSocket(cfg: AgentConfig): string {
+  return path.join(cfg.output.credentialSdsDir, "sds.sock");
+}
+
+/** Istio's `sds-grpc`: gRPC (HTTP/2) to the agent's SDS server over a unix socket (a `pipe` address). */
+function sdsGrpcCluster(socket: string): Record<string, unknown> {
+  return {
+    name: SDS_CLUSTER,
+    type: "STATIC",
+    connect_timeout: "1s",
+    lb_policy: "ROUND_ROBIN",
+    load_assignment: { cluster_name: SDS_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: { pipe: { path: socket } } } }] }] },
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": { "@type": HTTP_OPTIONS, explicit_http_config: { http2_protocol_options: {} } },
+    },
   };
 }
 
@@ -149,6 +180,7 @@ export function envoyBootstrap(cfg: AgentConfig, opts: EnvoyBootstrapOptions = {
         xdsCluster(cfg),
         staticCluster("prometheus_stats", "127.0.0.1", cfg.proxy.adminPort),
         staticCluster("agent", agentHost, cfg.status.port),
+        ...(kind === "gateway" ? [sdsGrpcCluster(credentialSdsSocket(cfg))] : []),
       ],
       listeners: [
         singleRouteListener("prometheus_stats", PROMETHEUS_PORT, "/stats/prometheus", "prometheus_stats"),
@@ -190,21 +222,21 @@ export function envoyArgs(cfg: AgentConfig, bootstrapFile: string): string[] {
   return args;
 }
 
+/** A Secret with a certificate chain and its key (proto3 JSON, without `@type`). */
+export function tlsCertificateSecret(name: string, keyPem: string, chainPem: string): Record<string, unknown> {
+  return { name, tls_certificate: { certificate_chain: { inline_string: chainPem }, private_key: { inline_string: keyPem } } };
+}
+
+/** A Secret with trusted CA certificates (proto3 JSON, without `@type`). */
+export function validationContextSecret(name: string, caPem: string): Record<string, unknown> {
+  return { name, validation_context: { trusted_ca: { inline_string: caPem } } };
+}
+
 /** A file-based SDS resource: a DiscoveryResponse-shaped document with one Secret. */
 export function sdsTlsCertificate(keyPem: string, chainPem: string, name = SECRET_DEFAULT): Record<string, unknown> {
-  return {
-    resources: [
-      {
-        "@type": SECRET_TYPE,
-        name,
-        tls_certificate: { certificate_chain: { inline_string: chainPem }, private_key: { inline_string: keyPem } },
-      },
-    ],
-  };
+  return { resources: [{ "@type": SECRET_TYPE, ...tlsCertificateSecret(name, keyPem, chainPem) }] };
 }
 
 export function sdsRootCa(rootPem: string, name = SECRET_ROOTCA): Record<string, unknown> {
-  return {
-    resources: [{ "@type": SECRET_TYPE, name, validation_context: { trusted_ca: { inline_string: rootPem } } }],
-  };
+  return { resources: [{ "@type": SECRET_TYPE, ...validationContextSecret(name, rootPem) }] };
 }

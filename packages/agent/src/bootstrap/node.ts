@@ -25,8 +25,13 @@ export function nodeId(cfg: AgentConfig, kind: NodeKind): string {
 /** Where the agent's file-based SDS resources live; the control plane references them (see bootstrap/envoy.ts). */
 export const SDS_PATHS_METADATA_KEY = "SDS_PATHS";
 
-/** Gateways: the directory of the agent's file-based SDS resources for Gateway credentialNames (gateway-credentials.ts). */
-export const CREDENTIAL_SDS_DIR_METADATA_KEY = "CREDENTIAL_SDS_DIR";
+/**
+ * Gateways: the bootstrap cluster of the agent's SDS server (sds-server.ts), which serves Gateway credentialNames
+ * (gateway-credentials.ts); the control plane references those secrets through it (generators/gateway-tls.ts).
+ */
+export const CREDENTIAL_SDS_CLUSTER_METADATA_KEY = "CREDENTIAL_SDS_CLUSTER";
+/** Istio's name for the bootstrap cluster of the agent's SDS socket. */
+export const SDS_CLUSTER = "sds-grpc";
 
 export function nodeMetadata(cfg: AgentConfig, kind: NodeKind): Record<string, unknown> {
   const md: Record<string, unknown> = {
@@ -40,7 +45,7 @@ export function nodeMetadata(cfg: AgentConfig, kind: NodeKind): Record<string, u
   };
   if (cfg.autoRegisterGroup) md.AUTO_REGISTER_GROUP = cfg.autoRegisterGroup;
   if (kind !== "grpc") md[SDS_PATHS_METADATA_KEY] = { default: cfg.output.sdsDefaultFile, ROOTCA: cfg.output.sdsRootFile };
-  if (kind === "gateway") md[CREDENTIAL_SDS_DIR_METADATA_KEY] = cfg.output.credentialSdsDir;
+  if (kind === "gateway") md[CREDENTIAL_SDS_CLUSTER_METADATA_KEY] = SDS_CLUSTER;
   return md;
 }
 
