@@ -13,7 +13,6 @@ import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import YAML from "yaml";
 import { environmentOverrides, loadAgentConfig } from "@vmpilot/agent/config";
-import { CHAINS, redirectPlan } from "@vmpilot/agent/iptables";
 import { runValidate } from "@vmpilot/xds/cli/validate";
 import { resolveServerConfig } from "@vmpilot/xds/server/config";
 
@@ -224,25 +223,9 @@ describe("fleet files (static checks: nothing here boots a VM or runs systemd)",
       expect(directive(unit("vmpilot.service"), "ExecReload")).to.deep.equal(["/bin/kill -HUP $MAINPID"]);
     });
 
-    it("the capture unit removes exactly the jumps and chains the agent installs", () => {
-      // Every inbound port and every outbound range captured: the plan with every jump it can make.
-      const plan = redirectPlan({
-        proxyUid: 1337,
-        includeInboundPorts: ["*"],
-        excludeInboundPorts: [],
-        includeOutboundCidrs: ["*"],
-        excludeOutboundCidrs: [],
-        excludeOutboundPorts: [],
-      });
-      const jumps = plan.rules.filter((r) => r.chain === "PREROUTING" || r.chain === "OUTPUT");
-      const chains = Object.values(CHAINS);
-      const expected = [
-        ...jumps.map((r) => `-/usr/sbin/iptables -w -t nat -D ${r.chain} ${r.args.join(" ")}`),
-        ...chains.map((c) => `-/usr/sbin/iptables -w -t nat -F ${c}`),
-        ...chains.map((c) => `-/usr/sbin/iptables -w -t nat -X ${c}`),
-      ];
-      expect(plan.chains).to.have.members(chains);
-      expect(directive(fs.readFileSync(at("systemd/vmpilot-agent-iptables.service"), "utf8"), "ExecStop")).to.deep.equal(expected);
+    it("the capture unit removes capture with the agent's own --remove, which needs no config", () => {
+      const unit = fs.readFileSync(at("systemd/vmpilot-agent-iptables.service"), "utf8");
+      expect(directive(unit, "ExecStop")).to.deep.equal(["/usr/bin/node /opt/vmpilot/packages/agent/dist/cli.js iptables --remove"]);
     });
 
     it("the capture unit's start and stop, run for real in a private network namespace, install then remove every rule", function () {
@@ -261,13 +244,21 @@ describe("fleet files (static checks: nothing here boots a VM or runs systemd)",
       const [start] = directive(unit, "ExecStart");
       const startArgs = start!.split(" ").slice(2);
       expect(startArgs).to.deep.equal(["iptables", "--config", "/etc/vmpilot/agent.yaml"]);
-      const apply = () =>
-        inNs(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", at("packages/agent/src/cli.ts"), "iptables", "--config", at("vagrant/config/agent/vm1.yaml")]);
-      const stop = () =>
-        directive(unit, "ExecStop").forEach((line) => {
-          const [prog, ...args] = line.replace(/^-/, "").split(" ");
-          inNs(prog!, args); // `-`: a failing step does not stop the others, as under systemd
-        });
+      const agentCli = (args: string[]) => inNs(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", at("packages/agent/src/cli.ts"), ...args]);
+      const apply = (config = at("vagrant/config/agent/vm1.yaml")) => agentCli(["iptables", "--config", config]);
+      // The same vm1, with DNS capture turned on: one more chain and two more jumps, which stop must remove too.
+      const withDns = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "vmpilot-fleet-")), "agent.yaml");
+      const vm1 = YAML.parse(fs.readFileSync(at("vagrant/config/agent/vm1.yaml"), "utf8")) as Record<string, unknown>;
+      fs.writeFileSync(withDns, YAML.stringify({ ...vm1, dns: { enabled: true, capture: true, captureServers: ["*"] } }));
+      const [stopLine, ...more] = directive(unit, "ExecStop");
+      expect(more).to.deep.equal([]);
+      const stopArgs = stopLine!.split(" ").slice(2);
+      expect(stopArgs).to.deep.equal(["iptables", "--remove"]);
+      const stop = () => {
+        const r = agentCli(stopArgs);
+        expect(r.status, r.output).to.equal(0);
+        return r.output;
+      };
 
       const added = run("ip", ["netns", "add", ns]);
       expect(added.status, added.output).to.equal(0);
@@ -284,10 +275,18 @@ describe("fleet files (static checks: nothing here boots a VM or runs systemd)",
         stop();
         expect(natRules()).to.deep.equal([]);
         // Stopping again with nothing installed leaves nothing behind either.
-        stop();
+        expect(stop()).to.include("no capture rules installed");
+        expect(natRules()).to.deep.equal([]);
+
+        // Capture installed with DNS on, then the config changed back (DNS off): stop still removes it all.
+        const dns = apply(withDns);
+        expect(dns.status, dns.output).to.equal(0);
+        expect(natRules()).to.include.members(["-A OUTPUT -p udp -m udp --dport 53 -j VMPILOT_OUTPUT_DNS", ":VMPILOT_OUTPUT_DNS - [0:0]"]);
+        expect(stop()).to.match(/removed 4 jumps and chains VMPILOT_INBOUND, VMPILOT_IN_REDIRECT, VMPILOT_OUTPUT, VMPILOT_REDIRECT, VMPILOT_OUTPUT_DNS/);
         expect(natRules()).to.deep.equal([]);
       } finally {
         run("ip", ["netns", "del", ns]);
+        fs.rmSync(path.dirname(withDns), { recursive: true, force: true });
       }
     });
 

@@ -9,8 +9,8 @@ import { envoyBootstrap } from "./bootstrap/envoy.js";
 import { grpcBootstrap } from "./bootstrap/grpc.js";
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from "./config.js";
 import { writeFileAtomic } from "./files.js";
-import { captureSettings, redirectPlan, renderCommands } from "./iptables.js";
-import { applyPlan, IptablesApplyError } from "./iptables-apply.js";
+import { captureSettings, redirectPlan, removalFromPlan, renderCommands, renderRemovalCommands } from "./iptables.js";
+import { applyPlan, IptablesApplyError, removeCapture } from "./iptables-apply.js";
 import { agentLogger } from "./log.js";
 import { VERSION } from "./version.js";
 
@@ -63,11 +63,23 @@ export function buildCli(out: Out, env: NodeJS.ProcessEnv, onRun: (agent: Agent)
 
   program
     .command("iptables")
-    .description("print (--dry-run) or apply the REDIRECT rules that send traffic through Envoy and DNS to the agent")
-    .requiredOption("-c, --config <file>", "agent config (YAML)")
+    .description("print (--dry-run), apply or remove (--remove) the REDIRECT rules that send traffic through Envoy and DNS to the agent")
+    .option("-c, --config <file>", "agent config (YAML); not needed to --remove")
     .option("--dry-run", "print the iptables commands instead of applying them")
-    .action((o: { config: string; dryRun?: boolean }) => {
+    .option("--remove", "take every capture rule and chain of the agent off this host (what is installed, whatever the config says now)")
+    .action((o: { config?: string; dryRun?: boolean; remove?: boolean }) => {
+      if (o.remove && !o.dryRun) {
+        const removed = removeCapture();
+        out.stderr(removed.chains.length + removed.jumps.length === 0 ? "no capture rules installed\n" : `removed ${removed.jumps.length} jumps and chains ${removed.chains.join(", ")}\n`);
+        return;
+      }
+      if (!o.config) throw new IptablesApplyError("--config is required (only --remove works without it)");
       const cfg = load(o.config, env);
+      if (o.remove) {
+        out.stderr("note: printed from the config; the removal itself reads what iptables-save shows installed\n");
+        out.stdout(renderRemovalCommands(removalFromPlan(redirectPlan(captureSettings(cfg)))).join("\n") + "\n");
+        return;
+      }
       if (cfg.interception.mode !== "REDIRECT" && !cfg.dns.capture) {
         throw new IptablesApplyError(`interception.mode is ${cfg.interception.mode} and dns.capture is off: there are no capture rules to ${o.dryRun ? "print" : "apply"}`);
       }

@@ -209,3 +209,59 @@ export function renderRestore(plan: IptablesPlan, existingJumps: ReadonlySet<str
   lines.push("COMMIT", "");
   return lines.join("\n");
 }
+
+/** Every chain the agent may create, whichever settings it ran with. */
+export const OWN_CHAINS: readonly string[] = [...Object.values(CHAINS), DNS_CHAIN];
+
+/** What taking capture off a host removes: the jumps from built-in chains into ours, then our chains. */
+export interface CaptureRemoval {
+  table: "nat";
+  /** Rules of PREROUTING/OUTPUT that jump into one of OWN_CHAINS, each as `-A CHAIN args` would append it. */
+  jumps: IptablesRule[];
+  chains: string[];
+}
+
+/**
+ * The removal for what `iptables-save -t nat` shows installed, not for the current config: capture applied
+ * with settings since changed (DNS capture turned off, inbound ports dropped) must still come off entirely.
+ */
+export function removalFromSaved(saved: string): CaptureRemoval {
+  const own = new Set(OWN_CHAINS);
+  const jumps: IptablesRule[] = [];
+  const chains = new Set<string>();
+  for (const line of saved.split("\n").map((l) => l.trim())) {
+    const declared = /^:(\S+)\s/.exec(line);
+    if (declared && own.has(declared[1]!)) chains.add(declared[1]!);
+    const appended = /^-A (PREROUTING|OUTPUT) (.*)$/.exec(line);
+    const target = appended && /(?:^|\s)-j (\S+)(?:\s|$)/.exec(appended[2]!)?.[1];
+    if (appended && target && own.has(target)) jumps.push({ table: "nat", chain: appended[1]!, args: appended[2]!.split(" ") });
+  }
+  return { table: "nat", jumps, chains: OWN_CHAINS.filter((c) => chains.has(c)) };
+}
+
+/** The removal of what `plan` installs (for --dry-run, where what is installed may not be readable). */
+export function removalFromPlan(plan: IptablesPlan): CaptureRemoval {
+  const jumps = plan.rules.filter((r) => r.chain === "PREROUTING" || r.chain === "OUTPUT").map(({ first: _first, ...r }) => r);
+  return { table: plan.table, jumps, chains: [...plan.chains] };
+}
+
+/**
+ * `iptables-restore --noflush` input for one transaction: declaring our chains flushes them (so no rule of ours
+ * still jumps between them), the jumps into them are deleted, then the chains.
+ */
+export function renderRemovalRestore(r: CaptureRemoval): string {
+  return [
+    `*${r.table}`,
+    ...r.chains.map((c) => `:${c} - [0:0]`),
+    ...r.jumps.map((j) => ["-D", j.chain, ...j.args].join(" ")),
+    ...r.chains.map((c) => `-X ${c}`),
+    "COMMIT",
+    "",
+  ].join("\n");
+}
+
+/** The same removal as `iptables` command lines: jumps first, then flush every chain before deleting any. */
+export function renderRemovalCommands(r: CaptureRemoval): string[] {
+  const line = (...args: string[]) => ["iptables", "-t", r.table, ...args].map(shellQuote).join(" ");
+  return [...r.jumps.map((j) => line("-D", j.chain, ...j.args)), ...r.chains.map((c) => line("-F", c)), ...r.chains.map((c) => line("-X", c))];
+}
