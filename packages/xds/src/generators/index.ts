@@ -4,7 +4,7 @@
 //   - per service (clusters, ClusterLoadAssignments): depends on the service, its endpoints, the
 //     DestinationRule that applies and the flavor (Envoy or gRPC);
 //   - per scope (listeners, route configs, fixed clusters): depends on what the proxy's namespace/labels see;
-//   - per proxy (inbound clusters and virtualInbound): depends on the proxy's own workload.
+//   - per proxy (inbound clusters and virtualInbound; a gRPC server's listeners): depends on the proxy's own workload.
 import type { Endpoint, RegistrySnapshot, Service } from "@vmpilot/registry";
 import type { ProxyView } from "../proxy-view.js";
 import { blackholeCluster, passthroughCluster, serviceClusters, serviceLoadAssignments } from "./clusters.js";
@@ -15,6 +15,7 @@ import { inboundCluster } from "./clusters.js";
 import { grpcRouteConfigs, sidecarRouteConfigs } from "./routes.js";
 import { gatewayListeners } from "./gateway-listeners.js";
 import { gatewayRouteConfigs } from "./gateway-routes.js";
+import { grpcServerListeners } from "./grpc-server-listeners.js";
 
 type Json = Record<string, unknown>;
 
@@ -76,8 +77,12 @@ export interface InboundParts {
   listeners: Json[];
 }
 
-/** The proxy's own side: `inbound|PORT||` clusters and `virtualInbound` (sidecars with capture only). */
+/**
+ * The proxy's own side: `inbound|PORT||` clusters and `virtualInbound` (sidecars with capture), or the server
+ * listeners of a proxyless gRPC server's own instances (grpc-server-listeners.ts).
+ */
 export function inboundParts(ctx: GenContext, view: ProxyView): InboundParts {
+  if (view.kind === "grpc") return { clusters: [], listeners: grpcServerListeners(ctx, view) };
   if (view.kind !== "sidecar" || view.interceptionMode === "NONE") return { clusters: [], listeners: [] };
   const ports = inboundPorts(ctx.snapshot, ctx.inbound, view);
   return { clusters: ports.map(inboundCluster), listeners: [virtualInboundListener(ports, view.interceptionMode === "TPROXY")] };
