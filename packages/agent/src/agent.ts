@@ -4,14 +4,15 @@
 // once, and it forwards them upstream until the control plane's name table arrives.
 import fs from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
-import { securePortChannelCredentials } from "@vmpilot/xds/ca/client";
-import { envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
+import { SECURE_PORT_CHANNEL_OPTIONS, securePortChannelCredentials } from "@vmpilot/xds/ca/client";
+import { credentialSdsSocket, envoyArgs, envoyBootstrap } from "./bootstrap/envoy.js";
 import { grpcBootstrap } from "./bootstrap/grpc.js";
 import { xdsNode, type NodeKind } from "./bootstrap/node.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
 import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
 import { GatewayCredentials } from "./gateway-credentials.js";
+import { SdsServer } from "./sds-server.js";
 import { EnvoySupervisor } from "./envoy-supervisor.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
 import { XdsHealthReporter, type HealthReporter } from "./health-reporter.js";
@@ -82,6 +83,7 @@ export class Agent {
   dns: DnsProxy | undefined;
   nameTables: NameTableSubscription | undefined;
   credentials: GatewayCredentials | undefined;
+  sds: SdsServer | undefined;
   private envoyReady: EnvoyReadiness = { ready: false, reason: "envoy readiness not checked yet" };
   private envoyPoll: NodeJS.Timeout | undefined;
   private readonly log: Logger;
@@ -145,8 +147,12 @@ export class Agent {
     await this.rotator.start();
     if (this.dns) this.subscribeNameTable(this.dns);
     if (this.cfg.proxy.kind === "gateway") {
-      // Before Envoy: the listeners it will receive reference these files, and a missing one is rejected.
-      this.credentials = new GatewayCredentials({ sourceDir: this.cfg.gateway.credentialsDir, sdsDir: this.cfg.output.credentialSdsDir, logger: this.log });
+      // Before Envoy: its sds-grpc cluster connects to the socket, and credentials present now are served at once
+      // (a missing one only keeps its own listener warming until its files appear).
+      const credentialsDir = this.cfg.gateway.credentialsDir;
+      this.sds = new SdsServer({ logger: this.log, missingHint: (name) => `expected ${credentialsDir}/${name.replace(/-cacert$/, "")}/{cert,key${name.endsWith("-cacert") ? ",ca" : ""}}.pem` });
+      await this.sds.listen(credentialSdsSocket(this.cfg));
+      this.credentials = new GatewayCredentials({ sourceDir: credentialsDir, sds: this.sds, legacySdsDir: this.cfg.output.credentialSdsDir, logger: this.log });
       await this.credentials.start();
     }
     const files = await writeBootstraps(this.cfg);
@@ -200,6 +206,7 @@ export class Agent {
     await this.dns?.stop();
     await this.envoy?.stop("SIGTERM");
     await this.credentials?.stop();
+    await this.sds?.close();
     await this.xdsProxy?.close();
     await this.rotator.stop();
     await this.status.stop();
@@ -228,6 +235,7 @@ export class Agent {
         const rootCaPem = await fs.readFile(cfg.controlPlane.rootCertFile, "utf8");
         return securePortChannelCredentials({ rootCaPem, expectedServerSan: cfg.controlPlane.san, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } });
       },
+      channelOptions: SECURE_PORT_CHANNEL_OPTIONS,
       onTable: (table) => dns.setNameTable(table),
       log: this.log,
     });
@@ -268,7 +276,9 @@ export class Agent {
       ...(this.prober ? { probe: this.prober.status() } : {}),
       ...(this.xdsProxy ? { xdsProxy: { address: this.cfg.grpc.xdsServerUri, ...this.xdsProxy.status() } } : {}),
       ...(this.dns ? { dns: this.dnsStatus(this.dns) } : {}),
-      ...(this.credentials ? { gatewayCredentials: { dir: this.cfg.gateway.credentialsDir, sdsDir: this.cfg.output.credentialSdsDir, credentials: this.credentials.status() } } : {}),
+      ...(this.credentials && this.sds
+        ? { gatewayCredentials: { dir: this.cfg.gateway.credentialsDir, sdsSocket: credentialSdsSocket(this.cfg), credentials: this.credentials.status(), sds: this.sds.status() } }
+        : {}),
     };
   }
 

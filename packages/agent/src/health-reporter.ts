@@ -9,7 +9,7 @@
 // breaks, and the latest state is re-sent first thing on every new stream.
 import fs from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
-import { securePortChannelCredentials } from "@vmpilot/xds/ca/client";
+import { securePortClient } from "@vmpilot/xds/ca/client";
 import { encodeJson } from "@vmpilot/xds/protojson";
 import { Backoff, sleep } from "./backoff.js";
 import type { XdsNodeJson } from "./bootstrap/node.js";
@@ -102,10 +102,7 @@ export class XdsHealthReporter implements HealthReporter {
     const opened = Date.now();
     try {
       const rootCaPem = await fs.readFile(this.opts.upstream.rootCaFile, "utf8");
-      this.client = new grpc.Client(
-        this.opts.upstream.address,
-        securePortChannelCredentials({ rootCaPem, expectedServerSan: this.opts.upstream.expectedSan, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } }),
-      );
+      this.client = securePortClient(this.opts.upstream.address, { rootCaPem, expectedServerSan: this.opts.upstream.expectedSan, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } });
       const call = this.client.makeBidiStreamRequest(ADS_METHODS.StreamAggregatedResources, raw, raw);
       this.call = call;
       const ended = new Promise<string>((resolve) => {

@@ -11,7 +11,7 @@
 // established streams keep their TLS session (the control plane checked the identity at the handshake).
 import fs from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
-import { securePortChannelCredentials } from "@vmpilot/xds/ca/client";
+import { securePortClient } from "@vmpilot/xds/ca/client";
 import type { CertificateBundle } from "./certs.js";
 import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import type { Logger } from "./log.js";
@@ -97,10 +97,7 @@ export class XdsProxy {
     } catch (e) {
       return fail(grpc.status.UNAVAILABLE, `vmpilot-agent cannot read the mesh root: ${(e as Error).message}`);
     }
-    const client = new grpc.Client(
-      this.opts.upstream.address,
-      securePortChannelCredentials({ rootCaPem, expectedServerSan: this.opts.upstream.expectedSan, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } }),
-    );
+    const client = securePortClient(this.opts.upstream.address, { rootCaPem, expectedServerSan: this.opts.upstream.expectedSan, clientKeyCert: { keyPem: cert.keyPem, certChainPem: cert.chainPem.join("") } });
     const up = client.makeBidiStreamRequest(path, identity, identity, call.metadata);
     entry.up = up;
     entry.client = client;

@@ -21,6 +21,8 @@ export interface NameTableSubscriptionOptions {
    * Default: plaintext.
    */
   credentials?: grpc.ChannelCredentials | (() => grpc.ChannelCredentials | Promise<grpc.ChannelCredentials>);
+  /** E.g. the secure port's SNI override (`SECURE_PORT_CHANNEL_OPTIONS`). */
+  channelOptions?: grpc.ChannelOptions;
   log?: Logger;
   /** Reconnect backoff bounds (default 500 ms .. 30 s). */
   backoff?: { minMs: number; maxMs: number };
@@ -68,7 +70,7 @@ export function subscribeNameTable(opts: NameTableSubscriptionOptions): NameTabl
     if (client && typeof creds !== "function") return client;
     const c = typeof creds === "function" ? await creds() : (creds ?? grpc.credentials.createInsecure());
     client?.close();
-    client = new AdsClient(opts.address, c);
+    client = new AdsClient(opts.address, c, opts.channelOptions ?? {});
     return client;
   };
 
