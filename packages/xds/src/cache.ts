@@ -13,8 +13,10 @@
 //       (SANs, auto mTLS) and, for DNS resolution, the inline endpoints; a fingerprint of just that decides
 //       whether an endpoint change touches the clusters, so an endpoint change to service X re-encodes X's CLAs
 //       and nothing else.
-//   scope (kind, namespace, labels, interception mode, SDS paths)   the complete per-type maps (CDS, EDS, LDS,
-//       RDS) for the outbound side. Proxies with the same scope key get the SAME map objects. Listeners and
+//   scope (kind, namespace, selected labels, interception mode, SDS paths)   the complete per-type maps (CDS, EDS,
+//       LDS, RDS) for the outbound side. Proxies with the same scope key get the SAME map objects. Labels count
+//       only where some selector looks at them (RoutingIndex.effectiveLabels): without a Sidecar, DestinationRule
+//       or VirtualService that selects workloads, a namespace's proxies share one scope whatever their labels. Listeners and
 //       route configs are aggregates over all visible services and are encoded per scope.
 //   Listeners and route configs are aggregates built per scope, but most of them come out byte-identical in
 //   many scopes (a gRPC client's `HOST:PORT` listener is the same in every namespace) and across snapshots;
@@ -178,10 +180,13 @@ class OverlayMap implements ReadonlyMap<string, EncodedResource> {
   }
 }
 
-/** A view's key: its scope plus the facts that decide its inbound side. */
-export function viewKey(view: ProxyView): string {
+/**
+ * A view's key: its scope plus the facts that decide its inbound side. With `routing`, the scope part counts only
+ * the labels some selector looks at (see scopeKey), as the cache does.
+ */
+export function viewKey(view: ProxyView, routing?: RoutingIndex): string {
   const inbound = view.kind === "sidecar" && view.interceptionMode !== "NONE" ? `|${[...view.ips].sort().join(",")}|${workloadKeyOf(view) ?? ""}` : "";
-  return scopeKey(view) + inbound;
+  return scopeKey(view, routing) + inbound;
 }
 
 function hasInbound(view: ProxyView): boolean {
@@ -202,11 +207,26 @@ export class ResourceCache {
   private readonly interned = new Map<string, { resource: EncodedResource; refs: number }>();
   /** Intern keys of scope maps dropped by the last update; released at the next one. */
   private releaseQueue: string[] = [];
+  /** Each proxy view's scope and view keys under the current routing index (asked for on every push). */
+  private readonly keysOf = new WeakMap<ProxyView, { routing: RoutingIndex; scope: string; view: string }>();
 
   constructor(private readonly opts: ResourceCacheOptions = {}) {}
 
   get snapshot(): RegistrySnapshot | undefined {
     return this.ctx?.snapshot;
+  }
+
+  /** How many scopes (sets of proxies sharing outbound config) and views are cached: for tests and metrics. */
+  get size(): { scopes: number; views: number } {
+    return { scopes: this.scopes.size, views: this.views.size };
+  }
+
+  /** The scope and view keys of `view` now (labels no selector looks at do not count). */
+  keys(view: ProxyView): { scope: string; view: string } {
+    const routing = this.ctx!.routing;
+    let k = this.keysOf.get(view);
+    if (!k || k.routing !== routing) this.keysOf.set(view, (k = { routing, scope: scopeKey(view, routing), view: viewKey(view, routing) }));
+    return k;
   }
 
   /** Switch to a new snapshot; drops only cached entries the snapshot's change set touches. */
@@ -390,7 +410,7 @@ export class ResourceCache {
   }
 
   private scopeEntry(view: ProxyView): ScopeEntry {
-    const key = scopeKey(view);
+    const key = this.keys(view).scope;
     let entry = this.scopes.get(key);
     if (!entry) this.scopes.set(key, (entry = { key, internKeys: [], maps: new Map(), replaced: new Map(), lastUsed: this.generation }));
     entry.lastUsed = this.generation;
@@ -399,7 +419,7 @@ export class ResourceCache {
   }
 
   private viewEntry(view: ProxyView): ViewEntry {
-    const key = viewKey(view);
+    const key = this.keys(view).view;
     let v = this.views.get(key);
     if (!v) this.views.set(key, (v = { key, view, overlays: new Map(), lastUsed: this.generation }));
     v.lastUsed = this.generation;

@@ -299,4 +299,96 @@ spec: { egress: [{ hosts: ["./*", "ns3/*"] }] }`,
       }
     }
   });
+
+  describe("scopes: labels count only where a selector looks at them", () => {
+    const NS = 5;
+    const LABEL_SETS = 10;
+    /** Every namespace x every label set, as the benchmark's fleet: `app` and `pod` differ per proxy. */
+    const fleet = (): ProxyView[] =>
+      Array.from({ length: NS * LABEL_SETS }, (_, i) =>
+        sidecarView(`ns${i % NS}`, { id: `sidecar~10.9.0.${i}~p${i}.ns${i % NS}~ns${i % NS}.svc.cluster.local`, labels: { app: `app-${Math.floor(i / NS)}`, pod: `p${i}` } }),
+      );
+
+    /** Every type from the cache equals generate() with the proxy's full labels. */
+    function expectGenerated(cache: ResourceCache, snap: RegistrySnapshot, view: ProxyView): void {
+      const g = generate(snap, view);
+      for (const [k, typeUrl] of KINDS) {
+        const got = cache.resources(view, typeUrl);
+        expect([...got.keys()].sort(), `${view.id} ${k}`).to.deep.equal([...g[k].keys()].sort());
+        for (const [name, r] of got) expect(decodeToJson(typeNameOfUrl(typeUrl), r.bytes), `${view.id} ${name}`).to.deep.equal(JSON.parse(JSON.stringify(g[k].get(name))));
+      }
+    }
+
+    it("proxies that no selector tells apart share one scope per namespace, whatever their labels", () => {
+      const snap = snapshotOf(largeMeshYaml(40, NS));
+      const { cache, encodes } = counting();
+      cache.update(snap);
+      const views = fleet();
+      fetchAll(cache, views);
+      expect(cache.size.scopes).to.equal(NS);
+      // One route config per namespace built and (by content) encoded once in all: not once per label set.
+      expect(encodes.filter((e) => e.typeUrl === TypeUrl.RouteConfiguration).length).to.be.at.most(2);
+      for (const v of views.slice(NS)) {
+        const twin = views[Number(v.namespace.slice(2))]!;
+        for (const t of [TypeUrl.ClusterLoadAssignment, TypeUrl.RouteConfiguration]) expect(cache.resources(v, t)).to.equal(cache.resources(twin, t));
+      }
+      for (const v of views.slice(0, 2)) expectGenerated(cache, snap, v);
+    });
+
+    it("a Sidecar, DestinationRule or VirtualService that selects workloads gives exactly the selected proxies their own config", () => {
+      const files = largeMeshYaml(40, NS);
+      const selecting = [
+        // app-1 in ns1 sees only its own namespace.
+        `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: narrow, namespace: ns1 }
+spec:
+  workloadSelector: { labels: { app: app-1 } }
+  egress: [{ hosts: ["./*"] }]`,
+        // app-2 in ns2 talks to svc0 with its own traffic policy.
+        `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: canary, namespace: ns2 }
+spec:
+  host: svc0.ns0.mesh
+  workloadSelector: { labels: { app: app-2 } }
+  trafficPolicy: { loadBalancer: { simple: LEAST_REQUEST } }`,
+        // app-3 anywhere is sent to svc1 when it calls svc5.
+        `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: by-source, namespace: ns0 }
+spec:
+  hosts: [svc5.ns0.mesh]
+  http:
+  - match: [{ sourceLabels: { app: app-3 } }]
+    route: [{ destination: { host: svc1.ns1.mesh } }]
+  - route: [{ destination: { host: svc5.ns0.mesh } }]`,
+      ];
+      const snap = snapshotOf({ ...files, "selecting.yaml": selecting.join("\n---\n") });
+      const cache = new ResourceCache();
+      cache.update(snap);
+      const views = fleet();
+      fetchAll(cache, views);
+      // Per namespace one scope, plus: app-1 in ns1 (Sidecar), app-2 in ns2 (DestinationRule), app-3 in every namespace (sourceLabels).
+      expect(cache.size.scopes).to.equal(NS + 1 + 1 + NS);
+      const pick = (ns: number, app: number, nth = 0): ProxyView => views.filter((v) => v.namespace === `ns${ns}` && v.labels.app === `app-${app}`)[nth] ?? views.find((v) => v.namespace === `ns${ns}` && v.labels.app === `app-${app}`)!;
+      const narrow = pick(1, 1);
+      const wide = pick(1, 0);
+      const clusters = (v: ProxyView): string[] => [...cache.resources(v, TypeUrl.Cluster).keys()].filter((n) => n.startsWith("outbound|"));
+      expect(clusters(narrow).every((n) => n.endsWith(".ns1.mesh"))).to.equal(true);
+      expect(clusters(wide).some((n) => n.endsWith(".ns0.mesh"))).to.equal(true);
+      const svc0 = "outbound|8080||svc0.ns0.mesh";
+      expect(cache.resources(pick(2, 2), TypeUrl.Cluster).get(svc0)!.version).to.not.equal(cache.resources(pick(2, 0), TypeUrl.Cluster).get(svc0)!.version);
+      // The DestinationRule selects only in its own namespace: app-2 elsewhere shares its namespace's scope.
+      expect(cache.resources(pick(3, 2), TypeUrl.Cluster)).to.equal(cache.resources(pick(3, 0), TypeUrl.Cluster));
+      expect(cache.resources(pick(4, 3), TypeUrl.RouteConfiguration)).to.not.equal(cache.resources(pick(4, 0), TypeUrl.RouteConfiguration));
+      for (const v of [narrow, wide, pick(2, 2), pick(2, 0), pick(3, 2), pick(4, 3), pick(4, 0)]) expectGenerated(cache, snap, v);
+
+      // Removing the Sidecar merges app-1 back into its namespace's scope (and its config follows).
+      const s2 = snapshotOf({ ...files, "selecting.yaml": selecting.slice(1).join("\n---\n") }, {}, snap);
+      cache.update(s2);
+      expect(cache.resources(narrow, TypeUrl.Cluster)).to.equal(cache.resources(wide, TypeUrl.Cluster));
+      expectGenerated(cache, s2, narrow);
+    });
+  });
 });

@@ -58,23 +58,43 @@ function keyOf(o: ConfigObject): string {
   return `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`;
 }
 
+const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
+
 /** Indexes over the routing kinds. Depends only on `snapshot.configs`, so it is rebuilt only when routing changed. */
 export class RoutingIndex {
   readonly destinationRules: readonly DestinationRuleConfig[];
   readonly virtualServices: readonly VirtualServiceConfig[];
   private readonly sidecarsByNamespace = new Map<string, SidecarConfig[]>();
+  /** Label selectors that look at a proxy of one namespace only: Sidecar and DestinationRule workloadSelectors. */
+  private readonly namespaceSelectors = new Map<string, Readonly<Record<string, string>>[]>();
+  /** Label selectors that look at proxies of any namespace: VirtualService sourceLabels. */
+  private readonly meshSelectors: Readonly<Record<string, string>>[] = [];
+  /** Gateway selectors: they look at gateway proxies of any namespace. */
+  private readonly gatewaySelectors: Readonly<Record<string, string>>[] = [];
 
   constructor(configs: RegistrySnapshot["configs"]) {
     const drs: DestinationRuleConfig[] = [];
     const vss: VirtualServiceConfig[] = [];
+    const nsSelector = (ns: string, labels: Readonly<Record<string, string>> | undefined): void => {
+      if (!labels || Object.keys(labels).length === 0) return;
+      const list = this.namespaceSelectors.get(ns) ?? [];
+      list.push(labels);
+      this.namespaceSelectors.set(ns, list);
+    };
     for (const c of configs.values()) {
-      if (c.kind === "DestinationRule") drs.push(c);
-      else if (c.kind === "VirtualService") vss.push(c);
-      else if (c.kind === "Sidecar") {
+      if (c.kind === "DestinationRule") {
+        drs.push(c);
+        nsSelector(c.metadata.namespace, c.spec.workloadSelector?.labels);
+      } else if (c.kind === "VirtualService") {
+        vss.push(c);
+        for (const r of [...(c.spec.http ?? []), ...(c.spec.tcp ?? []), ...(c.spec.tls ?? [])])
+          for (const m of r.match ?? []) if (m.sourceLabels && Object.keys(m.sourceLabels).length > 0) this.meshSelectors.push(m.sourceLabels);
+      } else if (c.kind === "Sidecar") {
         const list = this.sidecarsByNamespace.get(c.metadata.namespace) ?? [];
         list.push(c);
         this.sidecarsByNamespace.set(c.metadata.namespace, list);
-      }
+        nsSelector(c.metadata.namespace, c.spec.workloadSelector?.labels);
+      } else if (c.kind === "Gateway" && c.spec.selector && Object.keys(c.spec.selector).length > 0) this.gatewaySelectors.push(c.spec.selector);
     }
     const byKey = (a: ConfigObject, b: ConfigObject): number => compareStrings(keyOf(a), keyOf(b));
     this.destinationRules = drs.sort(byKey);
@@ -123,6 +143,26 @@ export class RoutingIndex {
       }
     }
     return best;
+  }
+
+  /**
+   * The part of a proxy's labels that config looks at: the union of the selectors that select it (Sidecar and
+   * DestinationRule workloadSelectors of its namespace, VirtualService sourceLabels, and for gateways the Gateway
+   * selectors). These are the only label matches the generators make, and each gives the same answer on the
+   * effective labels as on all of them: a selector that matches has all its pairs in the union; one that does
+   * not has a pair (k, v) with labels[k] !== v, and the union, a subset of the labels, has no such pair either.
+   * So proxies with equal effective labels (and equal other scope facts) get equal config, and proxies that no
+   * selector tells apart share one scope whatever their labels.
+   */
+  effectiveLabels(kind: ProxyKind, namespace: string, labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+    let out: Record<string, string> | undefined;
+    const take = (selectors: readonly Readonly<Record<string, string>>[] | undefined): void => {
+      for (const sel of selectors ?? []) if (labelsMatch(labels, sel)) out = Object.assign(out ?? {}, sel);
+    };
+    take(this.namespaceSelectors.get(namespace));
+    take(this.meshSelectors);
+    if (kind === "gateway") take(this.gatewaySelectors);
+    return out ?? NO_LABELS;
   }
 
   sidecar(namespace: string, labels: Readonly<Record<string, string>>): SidecarConfig | undefined {
@@ -182,11 +222,17 @@ export function canonicalLabels(labels: Readonly<Record<string, string>>): strin
     .join(",");
 }
 
-export function scopeKey(view: ProxyView): string {
+/**
+ * Proxies with equal scope keys get equal outbound config. With `routing`, only the labels some selector looks at
+ * count (RoutingIndex.effectiveLabels), so a namespace's proxies share one scope unless a Sidecar, DestinationRule,
+ * VirtualService or Gateway tells them apart; without it every label counts (finer, equally correct).
+ */
+export function scopeKey(view: ProxyView, routing?: RoutingIndex): string {
   const mode = view.kind === "sidecar" ? view.interceptionMode : "";
   const sds = sdsPathsOf(view);
   const creds = view.kind === "gateway" ? (view.credentialSdsCluster ?? "") : "";
-  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(view.labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}|${creds}`;
+  const labels = routing ? routing.effectiveLabels(view.kind, view.namespace, view.labels) : view.labels;
+  return `${view.kind}|${view.namespace}|${mode}|${canonicalLabels(labels)}|${sds ? `${sds.default}|${sds.ROOTCA}` : ""}|${creds}`;
 }
 
 /**
@@ -210,7 +256,9 @@ function preferred(a: Service, b: Service, namespace: string): Service {
 }
 
 export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, view: ProxyView): Scope {
-  const sidecar = routing.sidecar(view.namespace, view.labels);
+  // The scope carries only the labels config looks at: it is shared by every proxy with the same ones.
+  const labels = routing.effectiveLabels(view.kind, view.namespace, view.labels);
+  const sidecar = routing.sidecar(view.namespace, labels);
   const byHost = new Map<string, Service>();
   for (const s of snapshot.services.values()) {
     if (!serviceInScope(s, view.namespace, sidecar)) continue;
@@ -221,10 +269,10 @@ export function buildScope(snapshot: RegistrySnapshot, routing: RoutingIndex, vi
   }
   const services = [...byHost.values()].sort((a, b) => compareStrings(a.hostname, b.hostname));
   const scope: Scope = {
-    key: scopeKey(view),
+    key: scopeKey(view, routing),
     kind: view.kind,
     namespace: view.namespace,
-    labels: view.labels,
+    labels,
     interceptionMode: view.interceptionMode,
     outboundPolicy: sidecar?.spec.outboundTrafficPolicy?.mode ?? snapshot.mesh.outboundTrafficPolicy,
     services,
