@@ -185,12 +185,15 @@ class OverlayMap implements ReadonlyMap<string, EncodedResource> {
  * the labels some selector looks at (see scopeKey), as the cache does.
  */
 export function viewKey(view: ProxyView, routing?: RoutingIndex): string {
-  const inbound = view.kind === "sidecar" && view.interceptionMode !== "NONE" ? `|${[...view.ips].sort().join(",")}|${workloadKeyOf(view) ?? ""}` : "";
+  const own = `|${[...view.ips].sort().join(",")}|${workloadKeyOf(view) ?? ""}`;
+  // gRPC servers' listeners also depend on the service account (generators/grpc-server-listeners.ts).
+  const inbound = view.kind === "sidecar" && view.interceptionMode !== "NONE" ? own : view.kind === "grpc" ? `${own}|${view.serviceAccount ?? ""}` : "";
   return scopeKey(view, routing) + inbound;
 }
 
+/** Views with a part of their own: sidecars with capture (inbound side), gRPC servers (their server listeners). */
 function hasInbound(view: ProxyView): boolean {
-  return view.kind === "sidecar" && view.interceptionMode !== "NONE";
+  return (view.kind === "sidecar" && view.interceptionMode !== "NONE") || view.kind === "grpc";
 }
 
 export class ResourceCache {
@@ -293,6 +296,11 @@ export class ResourceCache {
         continue;
       }
       if (!v.inbound) continue;
+      // A gRPC server listener's TLS follows the DestinationRule published with its service.
+      if (routingChanged && v.view.kind === "grpc") {
+        v.inbound = undefined;
+        continue;
+      }
       const now = ctx.inbound.servicesOf(v.view.ips, workloadKeyOf(v.view));
       if (now.join("\n") !== v.inbound.serviceKeys.join("\n") || now.some((k) => touched.has(k))) v.inbound = undefined;
     }
