@@ -1,29 +1,75 @@
 // Source states -> one immutable RegistrySnapshot plus what changed since the previous one.
-// Pure: no I/O, no clocks. Given the same previous snapshot and inputs it returns the same answer, and when
-// nothing observable changed it returns the previous snapshot itself (no new version).
+// Pure as seen from outside: no I/O, no clocks. Given the same previous snapshot and inputs it returns the same
+// answer, and when nothing observable changed it returns the previous snapshot itself (no new version).
+//
+// Two builds give that answer. `buildSnapshotFull` (this file) derives everything from all the inputs: simple,
+// obviously complete, O(mesh) per change. `buildSnapshot` hands the work to the incremental SnapshotBuilder
+// (snapshot-builder.ts), which keeps the indexes of the last build and recomputes only what the changed objects
+// reach: a WorkloadEntry edit costs the services selecting it, not the mesh. The full build stays as the
+// reference the incremental one is tested against (test/snapshot-equivalence.test.ts) and as an escape hatch.
 import type {
   AnyConfig,
   ChangeSet,
   ConfigProblem,
   Endpoint,
   MeshConfig,
-  Origin,
   RegistrySnapshot,
   Service,
-  Severity,
   SourceState,
 } from "./model.js";
 import { configKey } from "./model.js";
-import { servicesOfServiceEntry, type ServiceEntryConfig } from "./services.js";
-import { compareOrigins, compareProblems, compareServiceEntryPrecedence, crossValidate, formatOrigin } from "./validate.js";
-import { normalizeExportTo } from "./visibility.js";
+import { SnapshotBuilder } from "./snapshot-builder.js";
+import {
+  ROUTING_KINDS,
+  canonical,
+  compareDefinitions,
+  decorate,
+  deepFreeze,
+  duplicateProblem,
+  fingerprint,
+  listFingerprint,
+  memoEndpoints,
+  memoServices,
+  mergeEndpoints,
+  mergeServiceGroup,
+  rememberFingerprint,
+  rememberListFingerprint,
+  withAutoAddresses,
+} from "./snapshot-common.js";
+import type { ServiceEntryConfig } from "./services.js";
+import { compareProblems, compareServiceEntryPrecedence, crossValidate } from "./validate.js";
 import { allocateVips } from "./vips.js";
-import { WorkloadIndex, endpointsOfServiceEntry, selectedWorkloads, type WorkloadEntryConfig } from "./workloads.js";
+import { WorkloadIndex, selectedWorkloads, type WorkloadEntryConfig } from "./workloads.js";
 
-/** Kinds whose edits only touch routing (listeners, routes, cluster policies), reported in `changes.routing`. */
-const ROUTING_KINDS: ReadonlySet<string> = new Set(["VirtualService", "DestinationRule", "Gateway", "Sidecar"]);
+export interface BuildOptions {
+  /** Derive everything from scratch (the reference build) instead of from the previous build's indexes. */
+  full?: boolean;
+}
+
+/**
+ * The builder whose indexes describe each snapshot it produced. A build takes the builder over from `prev`
+ * (and mutates it), so building twice from the same snapshot, or from one the builder did not produce, starts a
+ * fresh builder: always correct, merely not incremental. A build that throws leaves no builder behind either.
+ */
+const builders = new WeakMap<RegistrySnapshot, SnapshotBuilder>();
 
 export function buildSnapshot(
+  prev: RegistrySnapshot | undefined,
+  states: readonly SourceState[],
+  mesh: MeshConfig,
+  opts: BuildOptions = {},
+): RegistrySnapshot {
+  if (opts.full) return buildSnapshotFull(prev, states, mesh);
+  let builder = prev && builders.get(prev);
+  if (prev) builders.delete(prev);
+  if (!builder || !builder.continues(prev, mesh)) builder = new SnapshotBuilder(mesh);
+  const next = builder.build(prev, states);
+  builders.set(next, builder);
+  return next;
+}
+
+/** The reference build: everything derived again from every input. */
+export function buildSnapshotFull(
   prev: RegistrySnapshot | undefined,
   states: readonly SourceState[],
   mesh: MeshConfig,
@@ -53,7 +99,7 @@ export function selectedWorkloadIdentities(snapshot: RegistrySnapshot, serviceKe
 
 /**
  * One object per configKey. When two sources (or two files) define the same key, the one whose origin sorts
- * first (validate's compareOrigins: files by path and position, then other origins) wins, whatever order the
+ * first (compareDefinitions: files by path and position, then other origins) wins, whatever order the
  * sources happened to report them in, and every other definition is an error that names the winner.
  * crossValidate then sees the merged objects only, so it does not report the duplicates a second time.
  */
@@ -70,14 +116,10 @@ function mergeConfigs(states: readonly SourceState[], problems: ConfigProblem[])
   const out = new Map<string, AnyConfig>();
   for (const key of [...byKey.keys()].sort()) {
     const defs = byKey.get(key)!;
-    if (defs.length > 1) defs.sort((a, b) => compareOrigins(a.origin, b.origin));
+    if (defs.length > 1) defs.sort(compareDefinitions);
     const [winner, ...losers] = defs as [AnyConfig, ...AnyConfig[]];
     out.set(key, winner);
-    for (const l of losers) {
-      problems.push(
-        problemAt(l, "error", `duplicate ${key}: also defined at ${formatOrigin(winner.origin)}, which takes effect; this definition is ignored`),
-      );
-    }
+    for (const l of losers) problems.push(duplicateProblem(l, winner));
   }
   return out;
 }
@@ -146,100 +188,6 @@ function deriveServices(configs: readonly AnyConfig[], states: readonly SourceSt
   return { services, endpoints };
 }
 
-// Derivations memoised per ServiceEntry object. Sources hand over the very same object while its file is
-// unchanged, so a rebuild after one WorkloadEntry edit re-derives (and re-fingerprints) only what that edit
-// touches: thousands of unchanged services and endpoint lists keep their identity and their cached fingerprints.
-// Everything memoised here ends up frozen in a snapshot, so sharing it across snapshots is safe.
-const servicesMemo = new WeakMap<ServiceEntryConfig, Service[]>();
-const endpointsMemo = new WeakMap<ServiceEntryConfig, { trustDomain: string; selected: readonly WorkloadEntryConfig[]; endpoints: Endpoint[] }>();
-
-function memoServices(se: ServiceEntryConfig): Service[] {
-  let services = servicesMemo.get(se);
-  if (!services) servicesMemo.set(se, (services = servicesOfServiceEntry(se)));
-  return services;
-}
-
-function memoEndpoints(se: ServiceEntryConfig, selected: readonly WorkloadEntryConfig[], mesh: MeshConfig): Endpoint[] {
-  const hit = endpointsMemo.get(se);
-  if (hit && hit.trustDomain === mesh.trustDomain && sameItems(hit.selected, selected)) return hit.endpoints;
-  const endpoints = endpointsOfServiceEntry(se, selected, mesh);
-  endpointsMemo.set(se, { trustDomain: mesh.trustDomain, selected, endpoints });
-  return endpoints;
-}
-
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/**
- * ServiceEntries declaring the same host in the same namespace make one service (Istio merges them): the
- * highest-precedence entry gives resolution, location, addresses, exportTo and SANs, the others add ports it
- * does not have; on a port number both declare, the winner's definition is kept. Host+port conflicts are
- * reported by crossValidate, so they are not reported again here.
- */
-function mergeServiceGroup(group: readonly { se: ServiceEntryConfig; service: Service }[]): Service {
-  const first = group[0]!;
-  const rest = group.slice(1);
-  if (rest.length === 0) return first.service;
-  const ports = [...first.service.ports];
-  const taken = new Set(ports.map((p) => p.number));
-  for (const { service } of rest) {
-    for (const p of service.ports) {
-      if (taken.has(p.number)) continue;
-      taken.add(p.number);
-      ports.push(p);
-    }
-  }
-  return { ...first.service, ports };
-}
-
-/** Endpoints of several ServiceEntries for one service; a workload selected by two of them counts once. */
-function mergeEndpoints(lists: readonly Endpoint[][]): Endpoint[] {
-  if (lists.length === 1) return lists[0]!;
-  const seen = new Set<string>();
-  const out: Endpoint[] = [];
-  for (const list of lists) {
-    for (const ep of list) {
-      if (ep.workload) {
-        if (seen.has(ep.workload)) continue;
-        seen.add(ep.workload);
-      }
-      out.push(ep);
-    }
-  }
-  return out;
-}
-
-/**
- * A file ServiceEntry whose host is a Consul service's hostname decorates it, as Istio lets a ServiceEntry
- * decorate a Kubernetes service: the provided service keeps its endpoints and takes the entry's SANs,
- * exportTo and location. Endpoints or a workloadSelector on the decorating entry are ignored, with a warning.
- */
-function decorate(service: Service, decorators: ServiceEntryConfig[], problems: ConfigProblem[]): Service {
-  decorators.sort(compareServiceEntryPrecedence);
-  const [d, ...others] = decorators as [ServiceEntryConfig, ...ServiceEntryConfig[]];
-  const dKey = configKey(d);
-  if ((d.spec.endpoints?.length ?? 0) > 0 || d.spec.workloadSelector) {
-    problems.push(
-      problemAt(
-        d,
-        "warning",
-        `host ${service.hostname} is a ${originKind(service.origin)} service (${service.key}); this ServiceEntry decorates it, and its endpoints/workloadSelector are ignored in favour of the ${originKind(service.origin)} endpoints`,
-      ),
-    );
-  }
-  for (const o of others) {
-    problems.push(problemAt(o, "warning", `host ${service.hostname} (${service.key}) is already decorated by ${dKey}; this ServiceEntry does not apply to it`));
-  }
-  return {
-    ...service,
-    subjectAltNames: [...(d.spec.subjectAltNames ?? [])],
-    exportTo: normalizeExportTo(d.spec.exportTo, d.metadata.namespace),
-    location: d.spec.location ?? service.location,
-    decoratedBy: dKey,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Diffing against the previous snapshot
 
@@ -289,7 +237,7 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
       continue;
     }
     services.set(key, deepFreeze(s));
-    fingerprints.set(s, fp);
+    rememberFingerprint(s, fp);
     contentChanged = true;
     if (!old || fingerprint(old).content !== fp.content) changedServices.add(key);
   }
@@ -315,7 +263,7 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
       continue;
     }
     const frozen = deepFreeze(eps);
-    listFingerprints.set(frozen, fp);
+    rememberListFingerprint(frozen, fp);
     endpoints.set(key, frozen);
     contentChanged = true;
     if (!old || listFingerprint(old).content !== fp.content) changedEndpoints.add(key);
@@ -349,85 +297,6 @@ function assemble(prev: RegistrySnapshot | undefined, next: Inputs): RegistrySna
     sources,
     changes,
   });
-}
-
-interface Fingerprint {
-  /** What consumers act on: everything but the origin. */
-  content: string;
-  /** Including the origin. */
-  full: string;
-}
-
-// Derived services are memoised across rebuilds; so is their VIP-carrying copy, so that an unchanged service
-// keeps its identity (and its cached fingerprint) from one snapshot to the next.
-const vipCopies = new WeakMap<Service, { vip: string; service: Service }>();
-
-function withAutoAddresses(derived: Service, vip: string[] | undefined): Service {
-  if (!vip) return derived;
-  const key = vip.join(",");
-  const hit = vipCopies.get(derived);
-  if (hit && hit.vip === key) return hit.service;
-  const service = { ...derived, autoAddresses: vip };
-  vipCopies.set(derived, { vip: key, service });
-  return service;
-}
-
-// Snapshot contents are frozen, so a fingerprint computed once stays valid for the object's lifetime.
-const fingerprints = new WeakMap<object, Fingerprint>();
-const listFingerprints = new WeakMap<readonly Endpoint[], Fingerprint>();
-
-function fingerprint(o: { origin: Origin }): Fingerprint {
-  let fp = fingerprints.get(o);
-  if (!fp) {
-    const content = canonical({ ...o, origin: undefined });
-    fp = { content, full: `${content}@${canonical(o.origin)}` };
-    if (Object.isFrozen(o)) fingerprints.set(o, fp);
-  }
-  return fp;
-}
-
-/** Endpoint lists compare as sets: a reordering alone is not a change. */
-function listFingerprint(list: readonly Endpoint[]): Fingerprint {
-  const cached = listFingerprints.get(list);
-  if (cached) return cached;
-  const fps = list.map(fingerprint);
-  return {
-    content: fps.map((f) => f.content).sort().join("\n"),
-    full: fps.map((f) => f.full).sort().join("\n"),
-  };
-}
-
-/** JSON with object keys sorted, so equal values give equal strings whatever order fields were set in. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
-    const sorted: Record<string, unknown> = {};
-    for (const k of Object.keys(v).sort()) sorted[k] = (v as Record<string, unknown>)[k];
-    return sorted;
-  });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
-  Object.freeze(value);
-  for (const v of Object.values(value as object)) deepFreeze(v);
-  return value;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Problems and origins
-
-function originKind(o: Origin): string {
-  return o.type === "file" ? "file" : o.type === "consul" ? "Consul" : "auto-registered";
-}
-
-/** A problem about a whole object, located at its origin (non-file origins have no line: 0:0). */
-function problemAt(o: AnyConfig, severity: Severity, message: string): ConfigProblem {
-  const where =
-    o.origin.type === "file"
-      ? { file: o.origin.file, line: o.origin.line, column: o.origin.column }
-      : { file: formatOrigin(o.origin), line: 0, column: 0 };
-  return { severity, message, ...where, kind: o.kind, name: o.metadata.name, namespace: o.metadata.namespace };
 }
 
 function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {

@@ -90,28 +90,48 @@ function duplicateObjects(objects: readonly AnyConfig[]): ConfigProblem[] {
 
 /** Two ServiceEntries in one namespace claiming one host on one port: the loser's claim is ignored, so warn on it. */
 function serviceEntryConflicts(objects: readonly AnyConfig[]): ConfigProblem[] {
-  const claims = new Map<string, ConfigObject<"ServiceEntry">[]>();
+  const claimants = new Map<string, ConfigObject<"ServiceEntry">[]>();
   for (const o of objects) {
     if (o.kind !== "ServiceEntry") continue;
-    for (const host of new Set(o.spec.hosts.map((h) => h.toLowerCase()))) {
-      for (const p of o.spec.ports ?? []) {
-        const k = `${o.metadata.namespace}\u0000${host}\u0000${p.number}`;
-        const list = claims.get(k);
-        if (list) list.push(o);
-        else claims.set(k, [o]);
-      }
+    for (const k of hostClaimKeys(o)) {
+      const list = claimants.get(k);
+      if (list) list.push(o);
+      else claimants.set(k, [o]);
+    }
+  }
+  const out: ConfigProblem[] = [];
+  for (const [k, list] of claimants) if (list.length > 1) out.push(...hostConflicts(k, list));
+  return out;
+}
+
+/**
+ * `namespace NUL lowercased-host` for every host a ServiceEntry declares: the groups within which host+port
+ * conflicts are decided (hostConflicts), so an incremental build re-checks only the groups an edit touches.
+ */
+export function hostClaimKeys(se: ConfigObject<"ServiceEntry">): string[] {
+  return [...new Set(se.spec.hosts.map((h) => `${se.metadata.namespace}\u0000${h.toLowerCase()}`))];
+}
+
+/** The host+port conflict warnings among the ServiceEntries of one claim group (see hostClaimKeys). */
+export function hostConflicts(claimKey: string, entries: readonly ConfigObject<"ServiceEntry">[]): ConfigProblem[] {
+  const [ns, host] = claimKey.split("\u0000") as [string, string];
+  const claims = new Map<number, ConfigObject<"ServiceEntry">[]>();
+  for (const o of entries) {
+    for (const p of o.spec.ports ?? []) {
+      const list = claims.get(p.number);
+      if (list) list.push(o);
+      else claims.set(p.number, [o]);
     }
   }
   const out: ConfigProblem[] = [];
   const reported = new Set<string>();
-  for (const [k, list] of claims) {
+  for (const list of claims.values()) {
     if (list.length < 2) continue;
-    const [ns, host] = k.split("\u0000") as [string, string, string];
     const sorted = [...list].sort(compareServiceEntryPrecedence);
     const winner = sorted[0]!;
     for (const loser of sorted.slice(1)) {
       if (loser === winner) continue;
-      const once = `${configKey(loser)}|${configKey(winner)}|${host}`;
+      const once = `${configKey(loser)}|${configKey(winner)}`;
       if (reported.has(once)) continue; // one warning per host naming every shared port, not one per port
       reported.add(once);
       const shared = sharedPorts(loser, winner);
@@ -137,7 +157,8 @@ function sharedPorts(a: ConfigObject<"ServiceEntry">, b: ConfigObject<"ServiceEn
   return (a.spec.ports ?? []).map((p) => p.number).filter((n) => theirs.has(n)).sort((x, y) => x - y);
 }
 
-function hostMatches(pattern: string, host: string): boolean {
+/** Whether a DestinationRule host (exact, `*.suffix` or `*`) applies to a destination host; case-insensitive. */
+export function hostMatches(pattern: string, host: string): boolean {
   const p = pattern.toLowerCase();
   const h = host.toLowerCase();
   if (p === h) return true;
@@ -158,25 +179,42 @@ function exportedTo(exportTo: readonly string[] | undefined, owner: string, view
 function danglingSubsets(objects: readonly AnyConfig[]): ConfigProblem[] {
   const rules = objects.filter((o): o is ConfigObject<"DestinationRule"> => o.kind === "DestinationRule");
   const out: ConfigProblem[] = [];
-  for (const vs of objects) {
-    if (vs.kind !== "VirtualService") continue;
-    for (const { dest, field } of destinations(vs.spec)) {
-      if (dest.subset === undefined) continue;
-      const visible = rules.filter((dr) => hostMatches(dr.spec.host, dest.host) && exportedTo(dr.spec.exportTo, dr.metadata.namespace, vs.metadata.namespace));
-      if (visible.some((dr) => dr.spec.subsets?.some((s) => s.name === dest.subset))) continue;
-      const known = visible.map((dr) => `${dr.metadata.namespace}/${dr.metadata.name} defines ${(dr.spec.subsets ?? []).map((s) => s.name).join(", ") || "no subsets"}`);
-      out.push(
-        at(
-          vs,
-          `subset '${dest.subset}' of host '${dest.host}' is not defined by any DestinationRule visible from namespace '${vs.metadata.namespace}'${known.length ? ` (${known.join("; ")})` : ""}; requests routed to it will fail`,
-          "warning",
-          positionOf(dest, "subset"),
-          `${field}.subset`,
-        ),
-      );
-    }
+  for (const vs of objects) if (vs.kind === "VirtualService") out.push(...danglingSubsetsOf(vs, () => rules));
+  return out;
+}
+
+/**
+ * The dangling-subset warnings of one VirtualService. `candidates(host)` returns, in config key order, at least
+ * every DestinationRule whose host may match `host` (the whole list will do; an index does it faster).
+ */
+export function danglingSubsetsOf(
+  vs: ConfigObject<"VirtualService">,
+  candidates: (host: string) => readonly ConfigObject<"DestinationRule">[],
+): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  for (const { dest, field } of destinations(vs.spec)) {
+    if (dest.subset === undefined) continue;
+    const visible = candidates(dest.host).filter((dr) => hostMatches(dr.spec.host, dest.host) && exportedTo(dr.spec.exportTo, dr.metadata.namespace, vs.metadata.namespace));
+    if (visible.some((dr) => dr.spec.subsets?.some((s) => s.name === dest.subset))) continue;
+    const known = visible.map((dr) => `${dr.metadata.namespace}/${dr.metadata.name} defines ${(dr.spec.subsets ?? []).map((s) => s.name).join(", ") || "no subsets"}`);
+    out.push(
+      at(
+        vs,
+        `subset '${dest.subset}' of host '${dest.host}' is not defined by any DestinationRule visible from namespace '${vs.metadata.namespace}'${known.length ? ` (${known.join("; ")})` : ""}; requests routed to it will fail`,
+        "warning",
+        positionOf(dest, "subset"),
+        `${field}.subset`,
+      ),
+    );
   }
   return out;
+}
+
+/** Lowercased hosts a VirtualService routes to a named subset of: the DestinationRules it depends on. */
+export function subsetDestinationHosts(vs: ConfigObject<"VirtualService">): string[] {
+  const hosts = new Set<string>();
+  for (const { dest } of destinations(vs.spec)) if (dest.subset !== undefined) hosts.add(dest.host.toLowerCase());
+  return [...hosts];
 }
 
 function* destinations(spec: VirtualServiceSpec): Generator<{ dest: Destination; field: string }> {
@@ -238,8 +276,22 @@ function ioMessage(e: unknown): string {
   return err.message ?? String(e);
 }
 
+/**
+ * Problems by file and position, then by every other field: a total order, so the sorted list does not depend
+ * on the order checks ran or sources reported in (the incremental build re-checks only part of the config).
+ */
 export function compareProblems(a: ConfigProblem, b: ConfigProblem): number {
-  return cmp(a.file, b.file) || a.line - b.line || a.column - b.column || cmp(a.severity, b.severity) || cmp(a.message, b.message);
+  return (
+    cmp(a.file, b.file) ||
+    a.line - b.line ||
+    a.column - b.column ||
+    cmp(a.severity, b.severity) ||
+    cmp(a.message, b.message) ||
+    cmp(a.field ?? "", b.field ?? "") ||
+    cmp(a.kind ?? "", b.kind ?? "") ||
+    cmp(a.namespace ?? "", b.namespace ?? "") ||
+    cmp(a.name ?? "", b.name ?? "")
+  );
 }
 
 /** Walks files/directories (recursively; .yaml/.yml/.json), parses, validates, cross-validates. */

@@ -64,25 +64,217 @@ function slotAddresses(slot: number): [string, string] {
 /**
  * service key -> [IPv4 VIP, IPv6 VIP] for every service that needs one (see `needsAutoVip`); others are absent.
  * When more services need a VIP than there are slots, the ones sorting last get none (and keep working by
- * Host header / SNI, as without auto allocation).
+ * Host header / SNI, as without auto allocation). `slots` is for tests (small tables force collisions).
  */
-export function allocateVips(services: Iterable<VipCandidate>): Map<string, string[]> {
+export function allocateVips(services: Iterable<VipCandidate>, slots = VIP_SLOTS): Map<string, string[]> {
   const keys = new Set<string>();
   for (const s of services) if (needsAutoVip(s)) keys.add(s.key);
   // Code-unit order, not locale order: identical on every machine.
   const sorted = [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
-  const taken = new Uint8Array(VIP_SLOTS);
+  const taken = new Uint8Array(slots);
   const out = new Map<string, string[]>();
-  for (const key of sorted.slice(0, VIP_SLOTS)) {
-    const h = fnv1a32(key);
-    const step = 1 + (fnv1a32(key, h) % (VIP_SLOTS - 1));
-    let slot = h % VIP_SLOTS;
-    while (taken[slot]) slot = (slot + step) % VIP_SLOTS;
+  for (const key of sorted.slice(0, slots)) {
+    const { first, step } = probe(key, slots);
+    let slot = first;
+    while (taken[slot]) slot = (slot + step) % slots;
     taken[slot] = 1;
     out.set(key, slotAddresses(slot));
   }
   return out;
+}
+
+/** Where a key's probe sequence starts and how it steps (double hashing). */
+function probe(key: string, slots: number): { first: number; step: number } {
+  const h = fnv1a32(key);
+  return { first: h % slots, step: 1 + (fnv1a32(key, h) % (slots - 1)) };
+}
+
+/**
+ * The allocation of `allocateVips`, kept up to date as keys come and go, at a cost proportional to the keys whose
+ * VIP actually moves rather than to the mesh.
+ *
+ * allocateVips is a greedy pass in key order: each key takes the first free slot of its probe sequence. An
+ * assignment equals that pass exactly when every key's slot is its own and every slot its probe passed on the way
+ * is held by a key that sorts before it (by induction over the keys in order). So we keep, per slot, its owner and
+ * the keys that passed it; a change can only break that property for
+ *  - an added key (it has no slot yet),
+ *  - the keys that passed a slot that becomes free (they might now stop there),
+ *  - a key whose slot is taken by an added key sorting before it (it is evicted).
+ * Those keys are re-probed in key order (a min-heap); re-probing one only ever disturbs keys that sort after it,
+ * so each is re-probed at most once per update and the result is the greedy pass's. With n keys among 65,011
+ * slots, probe sequences are about one slot long and an update touches a handful of keys.
+ */
+export class VipAllocator {
+  private readonly owner: (string | undefined)[];
+  private readonly assigned = new Map<string, { slot: number; passed: number[] }>();
+  private readonly passers = new Map<number, Set<string>>();
+  private readonly keys = new Set<string>();
+  private full = false;
+
+  constructor(private readonly slots = VIP_SLOTS) {
+    this.owner = new Array<string | undefined>(slots);
+  }
+
+  /** Whether the key is one of those that need a VIP. */
+  has(key: string): boolean {
+    return this.keys.has(key);
+  }
+
+  /** The VIPs of a key, or undefined (it needs none, or the table is full). */
+  get(key: string): string[] | undefined {
+    const a = this.assigned.get(key);
+    return a ? slotAddresses(a.slot) : undefined;
+  }
+
+  /** Adds and removes keys (keys that need a VIP: see needsAutoVip); returns the keys whose VIPs changed. */
+  update(add: Iterable<string>, remove: Iterable<string>): Set<string> {
+    const before = new Map<string, number | undefined>();
+    const remember = (k: string): void => {
+      if (!before.has(k)) before.set(k, this.assigned.get(k)?.slot);
+    };
+    const dirty = new Set<string>();
+    const heap = new KeyHeap();
+    const markDirty = (k: string): void => {
+      if (dirty.has(k)) return;
+      dirty.add(k);
+      heap.push(k);
+    };
+    for (const k of remove) {
+      if (!this.keys.delete(k)) continue;
+      remember(k);
+      this.release(k, markDirty);
+    }
+    for (const k of add) {
+      if (this.keys.has(k)) continue;
+      this.keys.add(k);
+      remember(k);
+      markDirty(k);
+    }
+    // Keys without a slot (the table was full) are in no index, so leaving that state also takes a full pass.
+    const wasFull = this.full;
+    this.full = this.keys.size > this.slots;
+    if (this.full || wasFull) return this.reallocateAll(before);
+
+    for (let k = heap.pop(); k !== undefined; k = heap.pop()) {
+      if (!dirty.delete(k) || !this.keys.has(k)) continue;
+      remember(k);
+      this.release(k, markDirty);
+      const { first, step } = probe(k, this.slots);
+      const passed: number[] = [];
+      let slot = first;
+      for (;;) {
+        const o = this.owner[slot];
+        if (o === undefined) break;
+        if (o > k) {
+          // k sorts first, so the slot is k's; the evicted key probes again (it sorts after k: later in the heap).
+          remember(o);
+          this.unlinkPath(o);
+          this.assigned.delete(o);
+          markDirty(o);
+          break;
+        }
+        passed.push(slot);
+        slot = (slot + step) % this.slots;
+      }
+      this.owner[slot] = k;
+      this.assigned.set(k, { slot, passed });
+      for (const s of passed) {
+        let set = this.passers.get(s);
+        if (!set) this.passers.set(s, (set = new Set()));
+        set.add(k);
+      }
+    }
+
+    const changed = new Set<string>();
+    for (const [k, slot] of before) if (this.assigned.get(k)?.slot !== slot) changed.add(k);
+    return changed;
+  }
+
+  /** Frees a key's slot; keys that passed that slot may now stop there, so they are marked for re-probing. */
+  private release(k: string, markDirty: (k: string) => void): void {
+    const a = this.assigned.get(k);
+    if (!a) return;
+    this.unlinkPath(k);
+    this.assigned.delete(k);
+    this.owner[a.slot] = undefined;
+    for (const p of this.passers.get(a.slot) ?? []) markDirty(p);
+  }
+
+  private unlinkPath(k: string): void {
+    for (const s of this.assigned.get(k)?.passed ?? []) {
+      const set = this.passers.get(s);
+      set?.delete(k);
+      if (set?.size === 0) this.passers.delete(s);
+    }
+  }
+
+  /** More keys than slots: who goes without depends on the whole order, so run the greedy pass again. */
+  private reallocateAll(before: Map<string, number | undefined>): Set<string> {
+    const old = new Map<string, number | undefined>();
+    for (const [k, a] of this.assigned) old.set(k, a.slot);
+    for (const [k, slot] of before) old.set(k, slot);
+    this.assigned.clear();
+    this.passers.clear();
+    this.owner.fill(undefined);
+    const sorted = [...this.keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const k of sorted.slice(0, this.slots)) {
+      const { first, step } = probe(k, this.slots);
+      const passed: number[] = [];
+      let slot = first;
+      while (this.owner[slot] !== undefined) {
+        passed.push(slot);
+        slot = (slot + step) % this.slots;
+      }
+      this.owner[slot] = k;
+      this.assigned.set(k, { slot, passed });
+      for (const s of passed) {
+        let set = this.passers.get(s);
+        if (!set) this.passers.set(s, (set = new Set()));
+        set.add(k);
+      }
+    }
+    const changed = new Set<string>();
+    for (const k of new Set([...old.keys(), ...this.keys])) if (this.assigned.get(k)?.slot !== old.get(k)) changed.add(k);
+    return changed;
+  }
+}
+
+/** A binary min-heap of keys in code-unit order (the order allocation visits keys in). */
+class KeyHeap {
+  private readonly items: string[] = [];
+
+  push(k: string): void {
+    const a = this.items;
+    a.push(k);
+    let i = a.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (a[parent]! <= k) break;
+      a[i] = a[parent]!;
+      i = parent;
+    }
+    a[i] = k;
+  }
+
+  pop(): string | undefined {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length === 0 || last === undefined) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= a.length) break;
+      const r = l + 1;
+      const c = r < a.length && a[r]! < a[l]! ? r : l;
+      if (a[c]! >= last) break;
+      a[i] = a[c]!;
+      i = c;
+    }
+    a[i] = last;
+    return top;
+  }
 }
 
 const autoRanges = new BlockList();

@@ -12,21 +12,38 @@ export type WorkloadEntryConfig = ConfigObject<"WorkloadEntry">;
 /**
  * WorkloadEntries by namespace and by label pair, so a selector looks at the workloads carrying one of its
  * labels rather than at every workload of the namespace (thousands of VMs behind hundreds of services).
- * Results are sorted by config key, so endpoint order is deterministic.
+ * Lists are kept sorted by config key, so endpoint order is deterministic; `add` and `remove` keep them so,
+ * for the incremental snapshot build (one WorkloadEntry edit is two binary searches per label, not a re-index).
  */
 export class WorkloadIndex {
   private readonly byNamespace = new Map<string, Indexed[]>();
   private readonly byLabel = new Map<string, Indexed[]>();
 
-  constructor(workloads: Iterable<WorkloadEntryConfig>) {
+  constructor(workloads: Iterable<WorkloadEntryConfig> = []) {
     const all: Indexed[] = [];
-    for (const we of workloads) all.push({ we, key: configKey(we), labels: workloadLabels(we) });
+    for (const we of workloads) all.push(indexed(we));
     all.sort((a, b) => compareStrings(a.key, b.key));
     for (const entry of all) {
       const ns = entry.we.metadata.namespace;
       push(this.byNamespace, ns, entry);
       for (const [k, v] of Object.entries(entry.labels)) push(this.byLabel, labelKey(ns, k, v), entry);
     }
+  }
+
+  /** Adds a workload (its config key must not be in the index already). */
+  add(we: WorkloadEntryConfig): void {
+    const entry = indexed(we);
+    const ns = we.metadata.namespace;
+    insertSorted(this.byNamespace, ns, entry);
+    for (const [k, v] of Object.entries(entry.labels)) insertSorted(this.byLabel, labelKey(ns, k, v), entry);
+  }
+
+  /** Removes a workload added earlier (the same object). */
+  remove(we: WorkloadEntryConfig): void {
+    const key = configKey(we);
+    const ns = we.metadata.namespace;
+    removeSorted(this.byNamespace, ns, key, we);
+    for (const [k, v] of Object.entries(workloadLabels(we))) removeSorted(this.byLabel, labelKey(ns, k, v), key, we);
   }
 
   select(namespace: string, selector: Readonly<Record<string, string>>): WorkloadEntryConfig[] {
@@ -36,6 +53,42 @@ export class WorkloadIndex {
       if (withLabel.length < candidates.length) candidates = withLabel;
     }
     return candidates.filter((e) => labelsMatch(e.labels, selector)).map((e) => e.we);
+  }
+}
+
+function indexed(we: WorkloadEntryConfig): Indexed {
+  return { we, key: configKey(we), labels: workloadLabels(we) };
+}
+
+/** First position whose key is not below `key`. */
+function lowerBound(list: readonly Indexed[], key: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.key < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function insertSorted(m: Map<string, Indexed[]>, k: string, entry: Indexed): void {
+  const list = m.get(k);
+  if (!list) {
+    m.set(k, [entry]);
+    return;
+  }
+  list.splice(lowerBound(list, entry.key), 0, entry);
+}
+
+function removeSorted(m: Map<string, Indexed[]>, k: string, key: string, we: WorkloadEntryConfig): void {
+  const list = m.get(k);
+  if (!list) return;
+  for (let i = lowerBound(list, key); i < list.length && list[i]!.key === key; i++) {
+    if (list[i]!.we !== we) continue;
+    list.splice(i, 1);
+    if (list.length === 0) m.delete(k);
+    return;
   }
 }
 
