@@ -6,27 +6,27 @@
 //   gateway.credentialsDir/NAME/key.pem    its private key                  -> (same secret)
 //   gateway.credentialsDir/NAME/ca.pem     optional: CA for client certs    -> SDS secret NAME-cacert
 //
-// The agent turns each into file-based SDS resources for Envoy, exactly like the workload certificate:
-// output.dir/credentials/NAME.sds.yaml (0600: it holds the key) and NAME-cacert.sds.yaml, each a
-// DiscoveryResponse-shaped document with one Secret, replaced atomically so Envoy's file watch sees whole files.
-// The directory is announced in node metadata (CREDENTIAL_SDS_DIR) and the control plane points the gateway's
-// listeners at these paths (packages/xds/src/generators/gateway-tls.ts).
+// The agent serves each as SDS secrets over its SDS server (sds-server.ts: gRPC on a unix socket that Envoy reaches
+// through the bootstrap cluster `sds-grpc`; the control plane references the secrets through it, see
+// packages/xds/src/generators/gateway-tls.ts). Not as files: a Gateway may name a credential before its files are
+// on the VM, and Envoy rejects a whole LDS update over one missing path_config_source file, whereas an SDS name
+// nobody answers only keeps its own listener warming until the files appear (pushed within the debounce).
 //
 // A credential is published only when it is whole: key and certificate parse and belong together. While an
-// update is half-written (the certificate replaced, the key not yet) the previous files stay, and the next change
-// completes it. A credential whose directory is removed has its files removed too: key material the operator
-// took away must not linger.
+// update is half-written (the certificate replaced, the key not yet) the previous secret stays served, and the
+// next change completes it. A credential whose directory is removed is no longer served: key material the
+// operator took away is not handed out again (Envoy keeps the copy it holds until the Gateway server naming it is
+// removed or Envoy restarts: SDS has no removal, see sds-server.ts). Earlier agents wrote NAME.sds.yaml files
+// (private keys) into the directory that now holds the socket; those are deleted at start.
 //
 // Changes are noticed by chokidar (debounced), with a periodic rescan as a safety net for what watchers miss
 // (symlink retargets in ConfigMap-style `..data` layouts, network file systems). A rescan reads a few small files
-// and rewrites only what changed, so Envoy reloads a secret only when its content did.
-import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
+// and hands the SDS server the whole set; the server pushes only secrets whose content changed.
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import chokidar, { type FSWatcher } from "chokidar";
-import { stringify as toYaml } from "yaml";
-import { sdsRootCa, sdsTlsCertificate } from "./bootstrap/envoy.js";
-import { ensureDir, writeFileAtomic } from "./files.js";
+import { tlsCertificateSecret, validationContextSecret } from "./bootstrap/envoy.js";
 import type { Logger } from "./log.js";
 
 /** Istio's suffix for the client-CA secret that goes with a credentialName. */
@@ -35,7 +35,7 @@ export const CERT_FILE = "cert.pem";
 export const KEY_FILE = "key.pem";
 export const CA_FILE = "ca.pem";
 
-/** Names usable as a file name and as an SDS secret name (the control plane checks the same before using a path). */
+/** Directory names taken as credentials (and so as SDS secret names). */
 export const CREDENTIAL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 export interface GatewayCredential {
@@ -45,11 +45,10 @@ export interface GatewayCredential {
   caPem?: string;
 }
 
-/** The SDS files for one credential: file name -> { content, mode }. Pure. */
-export function credentialSdsFiles(c: GatewayCredential): Map<string, { content: string; mode: number }> {
-  const out = new Map<string, { content: string; mode: number }>();
-  out.set(`${c.name}.sds.yaml`, { content: toYaml(sdsTlsCertificate(c.keyPem, c.certPem, c.name)), mode: 0o600 });
-  if (c.caPem) out.set(`${c.name}${CA_SECRET_SUFFIX}.sds.yaml`, { content: toYaml(sdsRootCa(c.caPem, `${c.name}${CA_SECRET_SUFFIX}`)), mode: 0o644 });
+/** The SDS secrets of one credential (proto3 JSON Secrets): NAME, and NAME-cacert when it has a CA. Pure. */
+export function credentialSecrets(c: GatewayCredential): Record<string, unknown>[] {
+  const out = [tlsCertificateSecret(c.name, c.keyPem, c.certPem)];
+  if (c.caPem) out.push(validationContextSecret(`${c.name}${CA_SECRET_SUFFIX}`, c.caPem));
   return out;
 }
 
@@ -81,11 +80,18 @@ export async function readCredential(dir: string, name: string): Promise<Gateway
   return { name, certPem, keyPem, ...(caPem !== undefined ? { caPem } : {}) };
 }
 
+/** Where credentials are published: the SDS server (or anything that takes the whole set of secrets). */
+export interface SecretSink {
+  setSecrets(secrets: Iterable<Record<string, unknown>>): void;
+}
+
 export interface GatewayCredentialsOptions {
   /** Where operators put NAME/{cert,key,ca}.pem. */
   sourceDir: string;
-  /** Where the SDS files go (announced to the control plane as CREDENTIAL_SDS_DIR). */
-  sdsDir: string;
+  /** Receives the whole set of secrets after every scan. */
+  sds: SecretSink;
+  /** A directory where earlier agents wrote NAME.sds.yaml files (private keys): those are removed at start. */
+  legacySdsDir?: string;
   logger: Logger;
   /** Safety-net rescan period; default 10 s. */
   rescanMs?: number;
@@ -95,7 +101,7 @@ export interface GatewayCredentialsOptions {
 
 export interface CredentialStatus {
   name: string;
-  /** Served: its SDS files are written. */
+  /** Served: the SDS server has its secrets. */
   served: boolean;
   /** Why not (or why an update is held back). */
   problem?: string;
@@ -105,8 +111,8 @@ export interface CredentialStatus {
 }
 
 export class GatewayCredentials {
-  /** SDS file name -> content hash last written. */
-  private readonly written = new Map<string, string>();
+  /** Credential name -> the secrets served for it (kept while an update is half-written). */
+  private readonly served = new Map<string, Record<string, unknown>[]>();
   private readonly state = new Map<string, CredentialStatus>();
   /** Directory names already reported as unusable (reported once, not on every rescan). */
   private readonly badNames = new Set<string>();
@@ -120,12 +126,9 @@ export class GatewayCredentials {
 
   constructor(private readonly opts: GatewayCredentialsOptions) {}
 
-  /** First scan (files written before Envoy starts), then watching. */
+  /** Removes an earlier agent's SDS files, scans once (secrets served before Envoy starts), then watches. */
   async start(): Promise<void> {
-    await ensureDir(this.opts.sdsDir);
-    await fs.chmod(this.opts.sdsDir, 0o700); // it holds private keys, whoever created it
-    // Files from an earlier run are ours to replace or remove (a credential deleted while the agent was down).
-    for (const f of await fs.readdir(this.opts.sdsDir)) if (f.endsWith(".sds.yaml")) this.written.set(f, "");
+    if (this.opts.legacySdsDir) await removeLegacySdsFiles(this.opts.legacySdsDir, this.opts.logger);
     await this.scanNow();
     try {
       await fs.access(this.opts.sourceDir);
@@ -210,7 +213,6 @@ export class GatewayCredentials {
   private async scan(): Promise<void> {
     this.scans++;
     const log = this.opts.logger;
-    const wanted = new Map<string, { content: string; mode: number }>();
     const present = new Set(await this.names());
     for (const name of present) {
       const read = await readCredential(path.join(this.opts.sourceDir, name), name);
@@ -219,31 +221,40 @@ export class GatewayCredentials {
         // Keep what is served (a half-written update must not take a working certificate away).
         if (prev?.problem !== read) log.warn(`gateway credential ${name}: ${read}${prev?.served ? "; still serving the previous version" : ""}`);
         this.state.set(name, { ...(prev ?? { name, served: false, hasCa: false }), problem: read });
-        for (const f of this.written.keys()) if (f === `${name}.sds.yaml` || f === `${name}${CA_SECRET_SUFFIX}.sds.yaml`) wanted.set(f, { content: "", mode: -1 });
         continue;
       }
-      for (const [f, v] of credentialSdsFiles(read)) wanted.set(f, v);
+      this.served.set(name, credentialSecrets(read));
       const notAfter = new Date(pemCertificates(read.certPem)[0]!.validTo).toISOString();
       if (!prev?.served || prev.problem) log.info(`gateway credential ${name}: serving secret ${name}${read.caPem ? ` and ${name}${CA_SECRET_SUFFIX}` : ""} (certificate valid until ${notAfter})`);
       this.state.set(name, { name, served: true, hasCa: read.caPem !== undefined, notAfter });
     }
-    await ensureDir(this.opts.sdsDir);
-    for (const [file, { content, mode }] of wanted) {
-      if (mode === -1) continue; // held back: leave the previous file alone
-      const hash = createHash("sha256").update(content).digest("hex");
-      if (this.written.get(file) === hash) continue;
-      await writeFileAtomic(path.join(this.opts.sdsDir, file), content, mode);
-      this.written.set(file, hash);
-    }
-    for (const file of [...this.written.keys()]) {
-      if (wanted.has(file)) continue;
-      await fs.rm(path.join(this.opts.sdsDir, file), { force: true });
-      this.written.delete(file);
-    }
     for (const [name, st] of [...this.state]) {
       if (present.has(name)) continue;
-      if (st.served) log.warn(`gateway credential ${name}: its directory is gone; its SDS files were removed (a Gateway still using it will be rejected by Envoy at its next listener update)`);
+      if (st.served) {
+        log.warn(
+          `gateway credential ${name}: its directory is gone; secret ${name} is no longer served (Envoy keeps the copy it has until the Gateway server naming it is removed or Envoy restarts)`,
+        );
+      }
       this.state.delete(name);
+      this.served.delete(name);
     }
+    this.opts.sds.setSecrets([...this.served.values()].flat());
   }
+}
+
+/**
+ * Earlier agents served credentials as DIR/NAME.sds.yaml and DIR/NAME-cacert.sds.yaml; nothing reads them any more
+ * and they hold private keys.
+ */
+async function removeLegacySdsFiles(dir: string, logger: Logger): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await fs.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  const stale = entries.filter((f) => f.endsWith(".sds.yaml"));
+  for (const f of stale) await fs.rm(path.join(dir, f), { force: true });
+  if (stale.length) logger.info(`gateway credentials: removed ${stale.length} file-based SDS file(s) of an earlier agent from ${dir} (credentials are served over the SDS socket now)`);
 }

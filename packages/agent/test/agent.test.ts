@@ -6,12 +6,14 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { expect } from "chai";
+import * as grpc from "@grpc/grpc-js";
 import { parse as parseYaml } from "yaml";
 import { decodeToJson, encodeJson } from "@vmpilot/xds/protojson";
 import { Agent, AgentStartError } from "../src/agent.js";
 import { caIssuer, inspectLeaf, type CertificateIssuer } from "../src/certs.js";
 import { parseAgentConfig, type AgentConfig } from "../src/config.js";
 import { isAlive, keyPair, memoryLogger, startCa, tmpDir, until, writeEnvoyStandIn, type RunningCa } from "./helpers.js";
+import { SdsTestStream, sdsClientConstructor, type J } from "./sds-client.js";
 
 const IDENTITY = "spiffe://cluster.local/ns/shop/sa/reviews";
 
@@ -231,7 +233,7 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
     expect(notReady.body).to.match(/application probe not passing \(connect ECONNREFUSED\)/);
   });
 
-  it("as a gateway, serves gateway.credentialsDir as file-based SDS before Envoy starts, and announces the directory", async () => {
+  it("as a gateway, serves gateway.credentialsDir over its SDS socket before Envoy starts, and points the bootstrap's sds-grpc at it", async () => {
     const credDir = tmpDir("vmpilot-agent-gw-creds-");
     cleanups.push(() => fs.rmSync(credDir, { recursive: true, force: true }));
     const pair = await keyPair("api.bookinfo.com");
@@ -241,18 +243,27 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
     const s = await setup(ca, `proxy:\n  kind: gateway\ngateway:\n  credentialsDir: ${credDir}\n`);
     const { agent, envoy } = await startAgent(s);
     await until("envoy to start", () => envoy.events().find((e) => e.args));
-    const sdsFile = path.join(s.cfg.output.credentialSdsDir, "api-cert.sds.yaml");
-    const sds = parseYaml(fs.readFileSync(sdsFile, "utf8"));
-    const decoded = decodeToJson("envoy.service.discovery.v3.DiscoveryResponse", encodeJson("envoy.service.discovery.v3.DiscoveryResponse", sds)) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
-    expect(decoded.resources[0].name).to.equal("api-cert");
-    expect(decoded.resources[0].tls_certificate.private_key.inline_string).to.equal(pair.keyPem);
-    expect(fs.statSync(sdsFile).mode & 0o777).to.equal(0o600);
     const bootstrap = JSON.parse(fs.readFileSync(s.cfg.output.envoyBootstrapFile, "utf8"));
     expect(() => encodeJson("envoy.config.bootstrap.v3.Bootstrap", bootstrap)).not.to.throw();
     expect(bootstrap.node.id).to.match(/^router~/);
-    expect(bootstrap.node.metadata.CREDENTIAL_SDS_DIR).to.equal(s.cfg.output.credentialSdsDir);
+    expect(bootstrap.node.metadata.CREDENTIAL_SDS_CLUSTER).to.equal("sds-grpc");
+    const sdsCluster = bootstrap.static_resources.clusters.find((c: { name: string }) => c.name === "sds-grpc");
+    const socket = sdsCluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path;
+    expect(fs.statSync(socket).isSocket()).to.equal(true);
+    expect(fs.statSync(socket).mode & 0o777).to.equal(0o600);
+    expect(fs.statSync(path.dirname(socket)).mode & 0o777).to.equal(0o700);
+    // What Envoy's sds-grpc cluster would get on that socket.
+    const client = new (sdsClientConstructor())(`unix://${socket}`, grpc.credentials.createInsecure());
+    cleanups.push(() => client.close());
+    const stream = new SdsTestStream((client as J).StreamSecrets());
+    cleanups.push(() => stream.call.cancel());
+    stream.send({ node: bootstrap.node, resource_names: ["api-cert"] });
+    const r = await stream.next("the credential over SDS");
+    expect(r.secrets).to.deep.equal([{ name: "api-cert", tls_certificate: { certificate_chain: { inline_string: pair.certPem }, private_key: { inline_string: pair.keyPem } } }]);
     const st = JSON.parse((await get(agent.status.statusAddress!, "/status")).body);
+    expect(st.gatewayCredentials.sdsSocket).to.equal(socket);
     expect(st.gatewayCredentials.credentials).to.deep.equal([{ name: "api-cert", served: true, hasCa: false, notAfter: st.gatewayCredentials.credentials[0].notAfter }]);
+    expect(st.gatewayCredentials.sds.served).to.deep.equal(["api-cert"]);
   });
 
   it("refuses to start without an envoy binary, with a clear error", async () => {
