@@ -172,7 +172,11 @@ export function grpcServerListener(inst: GrpcServerInstance): Json {
         name: "envoy.filters.network.http_connection_manager",
         typed_config: {
           "@type": HCM_TYPE,
-          stat_prefix: `inbound_${inst.port}`,
+          // The security mode is part of the stat prefix, and so of the HttpConnectionManager's bytes, on purpose:
+          // grpc-js-xds 1.14.1's listenersEquivalent() compares filter bytes first and then tests the transport
+          // sockets with an inverted condition, which throws (and kills the server process) for a plaintext ->
+          // mTLS update and ignores an mTLS -> plaintext one. Different bytes make both a plain "not equivalent".
+          stat_prefix: inst.mtls ? `inbound_mtls_${inst.port}` : `inbound_${inst.port}`,
           route_config: {
             name: routeName,
             virtual_hosts: [{ name: routeName, domains: ["*"], routes: [{ match: { prefix: "/" }, non_forwarding_action: {} }] }],
