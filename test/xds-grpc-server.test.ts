@@ -16,7 +16,8 @@ import { CertificateAuthority } from "@vmpilot/xds/ca/authority";
 import { generateKeyAndCsr, parseCsr } from "@vmpilot/xds/ca/csr";
 import { peerIdentity } from "@vmpilot/xds/ca/identity";
 import { ResourceCache } from "@vmpilot/xds/cache";
-import { grpcServerListenerName } from "@vmpilot/xds/generators/grpc-server-listeners";
+import { GRPC_SERVER_LISTENER_TEMPLATE, grpcServerListenerName } from "@vmpilot/xds/generators/grpc-server-listeners";
+import { GRPC_CERT_PROVIDER_INSTANCE } from "@vmpilot/xds/generators/tls";
 import { decodeToJson } from "@vmpilot/xds/protojson";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { setLogLevel } from "@vmpilot/registry/logger";
@@ -235,6 +236,10 @@ describe("proxyless gRPC servers (XdsServer, gRFC A36) end to end", function () 
   });
 
   it("does not serve until the control plane sends the listener for its address, then serves callers of xds:///HOST:PORT", async function () {
+    // The names the agent's bootstrap makes the server ask for, and the provider instance it defines, are the ones
+    // the control plane generates and references.
+    expect(echo.bootstrap.server_listener_resource_name_template).to.equal(GRPC_SERVER_LISTENER_TEMPLATE);
+    expect(Object.keys(echo.bootstrap.certificate_providers as object)).to.deep.equal([GRPC_CERT_PROVIDER_INSTANCE]);
     echoServer = xdsServer(echo);
     const served = bind(echoServer, ECHO_IP, echoPort);
     const name = grpcServerListenerName(ECHO_IP, echoPort);

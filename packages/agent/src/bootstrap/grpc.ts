@@ -10,7 +10,14 @@
 //
 // Workload certificates reach the gRPC library through the `file_watcher` certificate provider on the same
 // files the agent rotates; the control plane references the instance `default` from clusters
-// (`tls_certificate_provider_instance` + `validation_context.ca_certificate_provider_instance`) and listeners.
+// (`tls_certificate_provider_instance` + `validation_context.ca_certificate_provider_instance`) and from the
+// server listeners of xDS-enabled gRPC servers (the same instance presents the workload certificate and verifies
+// callers against the mesh root).
+//
+// Server listeners (gRFC A36): an XdsServer binding IP:PORT asks for the listener named by
+// `server_listener_resource_name_template` with `%s` = IP:PORT, and the control plane generates exactly those names
+// (xds generators/grpc-server-listeners.ts, GRPC_SERVER_LISTENER_TEMPLATE). Both names below are wire contracts
+// with the control plane; test/xds-grpc-server.test.ts runs an XdsServer on this bootstrap against it.
 import type { AgentConfig } from "../config.js";
 import { xdsNode } from "./node.js";
 
