@@ -21,6 +21,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { AGENT_CLI, CONSUL, HostProcess, httpIn, runToCompletion, VMPILOT_CLI, WORKLOAD } from "./hosts.js";
 import { rootInterfaces, sweepStale, Testbed, testbedTmpDir, unavailableReason } from "./netns.js";
+import { until as pollUntil } from "../helpers/poll.js";
 
 const TRUST_DOMAIN = "cluster.local";
 const NS = "e2e";
@@ -141,24 +142,12 @@ function mustRun(...ps: HostProcess[]): void {
   for (const p of ps) if (!p.running) throw new Exited(`${p.opts.name} exited:\n${p.report()}`);
 }
 
-/**
- * Polls until `fn` returns a value (not undefined); fails with `what` and the last error after `timeoutMs`, or at
- * once when `fn` throws `Exited`.
- */
-async function until<T>(what: string, timeoutMs: number, fn: () => T | undefined | Promise<T | undefined>, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      if (e instanceof Exited) throw e;
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Polls (poll.ts) until `fn` returns a value; a process that exited (`Exited`) ends the wait at once. */
+function until<T>(what: string, timeoutMs: number, fn: () => T | undefined | Promise<T | undefined>, everyMs = 100): Promise<T> {
+  return pollUntil(what, async () => {
+    const v = await fn();
+    return v === undefined ? undefined : { v };
+  }, { timeoutMs, everyMs, fatal: (e) => e instanceof Exited }).then((r) => r.v);
 }
 
 describe("multi-host testbed: control plane and workloads in separate network namespaces", function () {

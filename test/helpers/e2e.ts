@@ -13,6 +13,7 @@ import { setLogLevel } from "@vmpilot/registry/logger";
 import { resolveServerConfig, type ServerConfig } from "@vmpilot/xds/server/config";
 import { ControlPlane, type SnapshotCache } from "@vmpilot/xds/server/control-plane";
 import { echoClient, type EchoClient } from "./echo.js";
+import { until } from "./poll.js";
 
 grpcJsXds.register();
 if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
@@ -111,20 +112,14 @@ export function xdsEchoClient(xdsAddress: string, target: string, metadata: Reco
   return Object.assign(echoClient(`xds:///${target}`, { [BOOTSTRAP_OPTION]: grpcBootstrap(xdsAddress, nodeId, metadata) }), { nodeId });
 }
 
-/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs` with the last reason. */
+/** Polls `check` until it returns a value other than undefined (see poll.ts), and says how long that took. */
 export async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, intervalMs = 50): Promise<{ value: T; elapsedMs: number }> {
   const start = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return { value: v, elapsedMs: Date.now() - start };
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (last error: ${(last as Error).message})` : ""}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+  const { value } = await until(what, async () => {
+    const v = await check();
+    return v === undefined ? undefined : { value: v };
+  }, { timeoutMs, everyMs: intervalMs });
+  return { value, elapsedMs: Date.now() - start };
 }
 
 // ---- config documents ----

@@ -164,15 +164,6 @@ export async function csrWithSans(names: x509.JsonGeneralName[]): Promise<string
 
 type CryptoKeyPairLike = crypto.webcrypto.CryptoKeyPair;
 
-/** Polls `cond` every 50 ms until it holds or `timeoutMs` passes. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 // ---- a real secure port: CA service + a tiny ADS-like stream that runs the identity check ----
 
 const json = {

@@ -12,6 +12,7 @@ import { ResourceCache } from "../src/cache.js";
 import { fetchRevisions, formatRevisionLines, isGitRevision, revisionInfo, revisionInfoSeries } from "../src/revision.js";
 import { resolveServerConfig } from "../src/server/config.js";
 import { ControlPlane } from "../src/server/control-plane.js";
+import { until } from "../../../test/helpers/poll.js";
 
 const run = promisify(execFile);
 async function git(cwd: string, ...args: string[]): Promise<string> {
@@ -93,21 +94,6 @@ describe("config revision: a git checkout served by the control plane", function
     if (repo) await rm(repo, { recursive: true, force: true });
   });
 
-  async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
-    const until = Date.now() + deadlineMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (err) {
-        last = err;
-      }
-      if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
   it("shows HEAD's commit in /debug/configz and proxy-status, and the new one after a commit that changes a file", async () => {
     const dir = join(repo, "config");
     await git(repo, "init", "-q");
@@ -138,10 +124,10 @@ describe("config revision: a git checkout served by the control plane", function
     await git(repo, "reset", "-q", "--hard");
     const second = await git(repo, "rev-parse", "HEAD");
     expect(second).to.not.equal(first);
-    const lines = await waitFor("the new revision", async () => {
+    const lines = await until("the new revision", async () => {
       const l = formatRevisionLines(await fetchRevisions(http));
       return l[0] === `config revision: ${second} (files)` ? l : undefined;
-    });
+    }, 30_000);
     expect(lines).to.have.length(1);
     expect(revisionInfoSeries(revisionInfo(cp.current().sources, { files: config.configDirs }))).to.deep.equal([{ source: "files", dir, revision: second }]);
     const metrics = await (await fetch(`http://${http}/metrics`)).text();
@@ -154,7 +140,7 @@ describe("config revision: a git checkout served by the control plane", function
     await git(repo, "add", "README.md");
     await git(repo, "commit", "-q", "-m", "docs");
     const third = await git(repo, "rev-parse", "HEAD");
-    await waitFor("the docs-only commit", async () => ((await configz()).find((s) => s.name === "files")?.revision === third ? true : undefined));
+    await until("the docs-only commit", async () => (await configz()).find((s) => s.name === "files")?.revision === third, 30_000);
 
     // What an operator runs: the header line names the commit, then the (empty) proxy table.
     const { stdout } = await run(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", CLI, "proxy-status", "--http-addr", http], { cwd: REPO_ROOT });

@@ -27,10 +27,10 @@ import {
   tmpDir,
   uriSans,
   verifyChain,
-  waitFor,
   type LogEntry,
   type SecurePort,
 } from "./ca-fixtures.js";
+import { until } from "../../../test/helpers/poll.js";
 
 const TD = "cluster.local";
 const CART = `spiffe://${TD}/ns/shop/sa/cart`;
@@ -135,7 +135,7 @@ describe("secure port: CA and identity checks over mTLS", function () {
       const shortToken = await token("cart", 1000);
       const first = await enroll(CART, { token: shortToken });
       // Wait for the token to really be expired (the CA is configured without clock leeway).
-      await waitFor(() => port.ca.tokens.verify(shortToken, TD).then(() => false, () => true), 10_000, "token expiry");
+      await until("token expiry", () => port.ca.tokens.verify(shortToken, TD).then(() => false, () => true), 10_000);
 
       const fresh = await generateKeyAndCsr(CART);
       await refused(
@@ -425,7 +425,7 @@ describe("secure port: CA and identity checks over mTLS", function () {
         });
       const first = await peerSerial();
       expect(first.toLowerCase()).to.equal(rotating.ca.secure.current.serialNumber.toLowerCase());
-      await waitFor(async () => (await peerSerial()) !== first, 20_000, "a new serving certificate on new connections");
+      await until("a new serving certificate on new connections", async () => (await peerSerial()) !== first, 20_000);
       expect(captured.entries.some((e) => e.message === "renewed the secure port's serving certificate")).to.equal(true);
       // Still verifiable by an agent after the rotation.
       const tok = await rotating.ca.tokens.create({ trustDomain: TD, namespace: "shop", serviceAccount: "cart" });

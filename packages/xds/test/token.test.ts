@@ -10,7 +10,8 @@ import { controlPlaneSpiffeId } from "../src/ca/authority.js";
 import { requestCertificate } from "../src/ca/client.js";
 import { generateKeyAndCsr } from "../src/ca/csr.js";
 import { TokenAuthority, TokenError } from "../src/ca/tokens.js";
-import { captureLogger, startSecurePort, tmpDir, uriSans, waitFor } from "./ca-fixtures.js";
+import { until } from "../../../test/helpers/poll.js";
+import { captureLogger, startSecurePort, tmpDir, uriSans } from "./ca-fixtures.js";
 
 const TD = "cluster.local";
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
@@ -97,7 +98,7 @@ describe("bootstrap tokens", function () {
       const token = await mint(1000);
       expect((await tokens.verify(token, TD)).namespace).to.equal("shop");
       const rejected = () => tokens.verify(token, TD).then(() => false, () => true);
-      await waitFor(rejected, 10_000, "the token to expire");
+      await until("the token to expire", rejected, 10_000);
       const err = await rejection(tokens.verify(token, TD));
       expect(err).to.be.instanceOf(TokenError);
       expect(err.message).to.match(/^token expired at \d{4}-\d\d-\d\dT/);
