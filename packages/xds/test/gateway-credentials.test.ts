@@ -10,7 +10,7 @@ import { decodeToJson } from "../src/protojson.js";
 import { TypeUrl, typeNameOfUrl } from "../src/protos.js";
 import { proxyViewFromNode, type ProxyView } from "../src/proxy-view.js";
 import { canonicalResources, fixtureFiles } from "./fixtures/gateway/golden.js";
-import { snapshotOf } from "./fixtures/snapshots.js";
+import { examplesSnapshot, snapshotOf } from "./fixtures/snapshots.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -87,6 +87,21 @@ describe("gateway credentials served by the agent's SDS server (CREDENTIAL_SDS_C
   it("ignores the CREDENTIAL_SDS_DIR of older agents (their file paths are what this replaces)", () => {
     const tls = sdsChain(canonicalResources(generate(snapshot, gateway({ CREDENTIAL_SDS_DIR: "/var/lib/vmpilot/agent/credentials" }))).listeners["0.0.0.0_443"]);
     expect(tls.tls_certificate_sds_secret_configs[0].sds_config).to.deep.equal(ADS);
+  });
+
+  it("serves the example storefront gateway (config/examples/shop): TLS for www.shop.example from the agent's SDS, HTTP redirected", () => {
+    const view = proxyViewFromNode({ id: "router~10.0.3.5~storefront-gw-1.shop~shop.svc.cluster.local", metadata: { LABELS: { istio: "ingressgateway" }, CREDENTIAL_SDS_CLUSTER: "sds-grpc" } });
+    const c = canonicalResources(generate(examplesSnapshot(), view));
+    expect(Object.keys(c.listeners).sort()).to.deep.equal(["0.0.0.0_443", "0.0.0.0_80"]);
+    const tls = chainFor(c.listeners["0.0.0.0_443"], "www.shop.example");
+    expect(tls.tls_certificate_sds_secret_configs).to.deep.equal([{ name: "storefront-tls", sds_config: AGENT_SDS }]);
+    // The 80 listener does not depend on the credential at all.
+    expect(sdsReferences(c.listeners["0.0.0.0_80"])).to.deep.equal([]);
+    const https = c.routes["https.443.https.storefront.shop"].virtual_hosts[0];
+    expect(https.domains).to.include("www.shop.example");
+    expect(https.routes[0].match.prefix).to.equal("/api/catalog/");
+    expect(https.routes[0].route).to.deep.include({ cluster: "outbound|8080||catalog.shop.mesh.internal", prefix_rewrite: "/" });
+    expect(c.routes["http.80"].virtual_hosts[0].require_tls).to.equal("ALL");
   });
 
   it("shares listeners from the ResourceCache between gateways on the agent's SDS, apart from those without it", () => {
