@@ -173,4 +173,66 @@ describe("ADS delta", function () {
     const r2 = await c.next();
     expect(got(r2)).to.deep.equal({ a: encodeResource(EDS, cla("a", ["10.0.0.3"])).version });
   });
+
+  it("streams in sync share the source map: each holds only its differences, and stays exact through subscription changes", async function () {
+    const names = Array.from({ length: 200 }, (_, i) => `c${i}`);
+    source.set(CDS, names.map((n) => cluster(n)));
+    source.set(EDS, names.map((n) => cla(n, ["10.0.0.1"])));
+    const cs = [connect(), connect(), connect()];
+    for (const [i, c] of cs.entries()) {
+      c.send({ node: testNode(`envoy-${i}`), type_url: CDS });
+      const r = await c.next();
+      expect(r.resources).to.have.length(200);
+      c.send({ type_url: CDS, response_nonce: r.nonce });
+      c.send({ type_url: EDS, resource_names_subscribe: [...names, "missing"] });
+      const e = await c.next();
+      expect(e.resources).to.have.length(200);
+      expect(e.removed_resources).to.deep.equal(["missing"]);
+      c.send({ type_url: EDS, response_nonce: e.nonce });
+    }
+    await cs[2]!.expectNothingPending();
+    // 400 names known per stream; held per stream: only the notice that "missing" does not exist.
+    expect([...ads.connections].map((s) => s.ownEntries())).to.deep.equal([1, 1, 1]);
+
+    // One change: one resource each, and again nothing of their own once sent.
+    source.set(EDS, names.map((n) => cla(n, [n === "c7" ? "10.0.0.2" : "10.0.0.1"])));
+    ads.push();
+    for (const c of cs) {
+      const e = await c.next();
+      expect(Object.keys(got(e))).to.deep.equal(["c7"]);
+      c.send({ type_url: EDS, response_nonce: e.nonce });
+    }
+    await cs[2]!.expectNothingPending();
+    expect([...ads.connections].map((s) => s.ownEntries())).to.deep.equal([1, 1, 1]);
+
+    // One stream forgets c3 and asks again: it gets it again; the others are left alone.
+    const [c0] = cs;
+    c0!.send({ type_url: EDS, resource_names_unsubscribe: ["c3"] });
+    await c0!.expectNothingPending();
+    c0!.send({ type_url: EDS, resource_names_subscribe: ["c3"] });
+    const again = await c0!.next();
+    expect(Object.keys(got(again))).to.deep.equal(["c3"]);
+    c0!.send({ type_url: EDS, response_nonce: again.nonce });
+    // c9 changes while the first stream no longer wants it: only the others get it.
+    c0!.send({ type_url: EDS, resource_names_unsubscribe: ["c9"] });
+    await c0!.expectNothingPending();
+    source.set(EDS, names.map((n) => cla(n, [n === "c7" ? "10.0.0.2" : n === "c9" ? "10.0.0.3" : "10.0.0.1"])));
+    ads.push();
+    for (const c of cs.slice(1)) {
+      const e = await c.next();
+      expect(Object.keys(got(e))).to.deep.equal(["c9"]);
+    }
+    await c0!.expectNothingPending();
+    // And when it subscribes to c9 again it gets the current one.
+    c0!.send({ type_url: EDS, resource_names_subscribe: ["c9"] });
+    const c9 = await c0!.next();
+    expect(got(c9)).to.deep.equal({ c9: encodeResource(EDS, cla("c9", ["10.0.0.3"])).version });
+    // A removal reaches a stream that shares the map, as a removal.
+    c0!.send({ type_url: EDS, response_nonce: c9.nonce });
+    source.set(CDS, names.filter((n) => n !== "c5").map((n) => cluster(n)));
+    ads.push();
+    const r = await c0!.next();
+    expect(r.type_url).to.equal(CDS);
+    expect(r.removed_resources).to.deep.equal(["c5"]);
+  });
 });

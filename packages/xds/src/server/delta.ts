@@ -5,15 +5,88 @@
 // only resources whose version differs from that, plus `removed_resources` for names the client has (or
 // asked for) that do not exist for it. Requests are diffs, so subscription changes apply even when the
 // nonce they carry is stale; only the ACK/NACK part needs the latest nonce.
+//
+// A stream in sync holds that record as a reference to the source map it converged on plus its own
+// differences (see Known): the thousand sidecars of one scope share one 6,000-entry map, not a copy each.
 import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { type DeltaRequest, encodeDeltaResponse } from "./ads.js";
 import { type Plan, type TypeState, XdsStream } from "./stream.js";
 
 /** Marks a name we told the client does not exist, so the notice is not repeated. */
 const ABSENT = "\0absent";
+/** In `Known.own`: the base map has the name, the client does not. */
+const LACKS = "\0lacks";
+
+/**
+ * What the client has of one type, name -> version (or ABSENT). Once the client has exactly what a source map
+ * holds within its subscription, that map (shared by every stream of the scope, never changed) becomes `base`
+ * and `own` keeps only this stream's differences from it: ABSENT markers, and whatever responses sent since.
+ * The next sync moves the base on. The record is exact at every step; sharing is only how it is stored.
+ */
+class Known {
+  private base: ReadonlyMap<string, EncodedResource> | undefined;
+  private own = new Map<string, string>();
+
+  constructor(private readonly state: { wildcard: boolean; names: ReadonlySet<string> }) {}
+
+  private fromBase(name: string): string | undefined {
+    if (!this.base || (!this.state.wildcard && !this.state.names.has(name))) return undefined;
+    return this.base.get(name)?.version;
+  }
+
+  get(name: string): string | undefined {
+    const v = this.own.get(name);
+    if (v !== undefined) return v === LACKS ? undefined : v;
+    return this.fromBase(name);
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
+
+  /** Records `version` (undefined: the client no longer has it). */
+  set(name: string, version: string | undefined): void {
+    const b = this.fromBase(name);
+    if (version === b) this.own.delete(name);
+    else this.own.set(name, version ?? LACKS);
+  }
+
+  *keys(): Generator<string> {
+    for (const [n, v] of this.own) if (v !== LACKS) yield n;
+    if (!this.base) return;
+    for (const n of this.state.wildcard ? this.base.keys() : this.state.names) if (!this.own.has(n) && this.base.has(n)) yield n;
+  }
+
+  /** Entries held for this stream alone. */
+  get ownSize(): number {
+    return this.own.size;
+  }
+
+  /** Whether `base` is `map`. */
+  isBasedOn(map: ReadonlyMap<string, EncodedResource>): boolean {
+    return this.base === map;
+  }
+
+  /** Holds everything per stream again: called before the subscription changes (the base is read through it). */
+  materialize(): void {
+    if (!this.base) return;
+    const own = new Map<string, string>();
+    for (const n of this.keys()) own.set(n, this.get(n)!);
+    this.base = undefined;
+    this.own = own;
+  }
+
+  /** The client has exactly `map` within its subscription, plus ABSENT markers: share `map` from now on. */
+  rebase(map: ReadonlyMap<string, EncodedResource>): void {
+    const own = new Map<string, string>();
+    for (const [n, v] of this.own) if (v === ABSENT && !map.has(n)) own.set(n, v);
+    this.base = map;
+    this.own = own;
+  }
+}
 
 interface DeltaTypeState extends TypeState {
-  clientHas: Map<string, string>;
+  clientHas: Known;
   /** The version of what the client has (ABSENT markers excluded): system_version_info. */
   hasVersion: SetVersion;
 }
@@ -23,7 +96,7 @@ function setHas(s: DeltaTypeState, name: string, version: string | EncodedResour
   const old = s.clientHas.get(name);
   if (old !== undefined && old !== ABSENT) s.hasVersion.remove(name, old);
   if (version === undefined) {
-    s.clientHas.delete(name);
+    s.clientHas.set(name, undefined);
     return;
   }
   const v = typeof version === "string" ? version : version.version;
@@ -31,8 +104,26 @@ function setHas(s: DeltaTypeState, name: string, version: string | EncodedResour
   if (v !== ABSENT) s.hasVersion.add(name, version);
 }
 
+function newState(typeUrl: string): DeltaTypeState {
+  const state = { typeUrl, wildcard: false, names: new Set<string>(), hasVersion: new SetVersion(), force: false, gen: 0 } as Omit<DeltaTypeState, "clientHas"> as DeltaTypeState;
+  state.clientHas = new Known(state);
+  return state;
+}
+
 export class DeltaStream extends XdsStream {
   protected declare readonly types: Map<string, DeltaTypeState>;
+
+  ownEntries(): number {
+    let n = 0;
+    for (const s of this.types.values()) n += s.clientHas.ownSize;
+    return n;
+  }
+
+  protected override markSynced(state: TypeState, all: ReadonlyMap<string, EncodedResource>): void {
+    const s = state as DeltaTypeState;
+    if (!s.clientHas.isBasedOn(all)) s.clientHas.rebase(all);
+    super.markSynced(state, all);
+  }
 
   handle(request: unknown): void {
     const req = request as DeltaRequest;
@@ -40,22 +131,26 @@ export class DeltaStream extends XdsStream {
     if (this.handleHealth(req.type_url, req.error_detail)) return;
     let state = this.types.get(req.type_url);
     if (!state) {
-      state = { typeUrl: req.type_url, wildcard: false, names: new Set(), clientHas: new Map(), hasVersion: new SetVersion(), force: false, gen: 0 };
+      state = newState(req.type_url);
       for (const [name, version] of Object.entries(req.initial_resource_versions)) setHas(state, name, version);
       // Envoy's delta wildcard: an empty first subscription for LDS/CDS, or "*".
       const sub = req.resource_names_subscribe;
       state.wildcard = sub.includes("*") || (sub.length === 0 && COMPLETE_TYPES.has(req.type_url));
       for (const n of sub) if (n !== "*") state.names.add(n);
-      for (const n of state.clientHas.keys()) if (!state.wildcard) state.names.add(n);
+      if (!state.wildcard) for (const n of Object.keys(req.initial_resource_versions)) state.names.add(n);
       // A fresh wildcard subscription is answered even when empty: Envoy waits for it to finish initialising.
-      state.force = state.wildcard && state.clientHas.size === 0;
+      state.force = state.wildcard && Object.keys(req.initial_resource_versions).length === 0;
       this.types.set(req.type_url, state);
       this.evaluate();
       return;
     }
     state.gen++;
     if (req.response_nonce) this.settle(state, req.response_nonce, req.error_detail);
-    if (req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0) state.synced = undefined;
+    if (req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0) {
+      state.synced = undefined;
+      // The shared base is read through the subscription: hold the record per stream while it changes.
+      state.clientHas.materialize();
+    }
     for (const n of req.resource_names_subscribe) {
       if (n === "*") state.wildcard = true;
       else state.names.add(n);

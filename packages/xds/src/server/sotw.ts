@@ -76,6 +76,12 @@ export class SotwStream extends XdsStream {
     }
   }
 
+  ownEntries(): number {
+    let n = 0;
+    for (const s of this.types.values()) if (s.sentOwned) n += s.sent.size;
+    return n;
+  }
+
   /** `sent` as a private map we may change (copied from the shared one first if need be). */
   private ownSent(state: SotwTypeState): Map<string, EncodedResource> {
     if (!state.sentOwned) {

@@ -165,6 +165,12 @@ export abstract class XdsStream {
     return true;
   }
 
+  /**
+   * How many name -> version entries this stream records for itself rather than sharing with the streams of its
+   * scope (the rest is a reference to a shared source map): what a connected proxy costs beyond the shared config.
+   */
+  abstract ownEntries(): number;
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -327,7 +333,9 @@ export abstract class XdsStream {
       const nonce = this.nextNonce();
       const out = this.respond(s, p, removeNow, nonce);
       // Everything planned went out unless removals were deferred: the proxy now has what `all` holds.
-      s.synced = p.removals.length === 0 || removeNow ? sources.get(s) : undefined;
+      const has = p.removals.length === 0 || removeNow ? sources.get(s) : undefined;
+      if (has) this.markSynced(s, has);
+      else s.synced = undefined;
       s.force = false;
       s.gen++;
       if (!out) continue;
