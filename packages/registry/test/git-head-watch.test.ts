@@ -1,18 +1,11 @@
 // HEAD moves that change no config file, seen through a real git checkout made with the git binary.
 import { expect } from "chai";
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { gitHead, gitLocation } from "../src/git-head.js";
 import { gitHeadWatchPaths, GitHeadWatcher } from "../src/git-head-watch.js";
-
-const run = promisify(execFile);
-async function git(cwd: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run("git", ["-c", "user.name=vmpilot test", "-c", "user.email=test@vmpilot.invalid", "-c", "commit.gpgsign=false", ...args], { cwd });
-  return stdout.trim();
-}
+import { git, requireGit } from "../../../test/helpers/git.js";
 
 describe("git HEAD watch", function () {
   this.timeout(30_000);
@@ -20,12 +13,7 @@ describe("git HEAD watch", function () {
   let watcher: GitHeadWatcher | undefined;
 
   before(async function () {
-    try {
-      await run("git", ["--version"]);
-    } catch {
-      console.log("      (skipped: no git binary)");
-      this.skip();
-    }
+    await requireGit(this);
     repo = await mkdtemp(join(tmpdir(), "vmpilot-head-watch-"));
   });
   after(async () => {

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import YAML from "yaml";
+import { requireGit } from "../../../test/helpers/git.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "packages/xds/src/cli.ts");
@@ -66,12 +67,7 @@ describe("README CI snippets (run against a real pull request)", function () {
   let gitlab: { "mesh-config": { variables: Record<string, string>; script: string[]; rules: { changes: string[] }[] } };
 
   before(async function () {
-    try {
-      await run("git", ["--version"]);
-    } catch {
-      console.log("      (skipped: no git binary)");
-      this.skip();
-    }
+    await requireGit(this);
     const snippets = await readmeSnippets();
     expect(snippets, "a GitHub Actions and a GitLab CI snippet").to.have.length(2);
     [github, gitlab] = snippets as [typeof github, typeof gitlab];

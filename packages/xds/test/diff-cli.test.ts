@@ -2,13 +2,13 @@
 // option variants in-process through the command's own action function, to keep the suite quick), on copies
 // of config/examples (one of them a real git checkout), checked by exit code and output.
 import { expect } from "chai";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { runDiff, type DiffOptions } from "../src/cli/diff.js";
+import { git, requireGit } from "../../../test/helpers/git.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "packages/xds/src/cli.ts");
@@ -40,12 +40,6 @@ async function diffInProcess(args: string[], opts: Partial<DiffOptions> = {}): P
   return { code, stdout, stderr };
 }
 
-const run = promisify(execFile);
-/** git with an identity and no signing, whatever the machine's global config says. */
-async function git(cwd: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run("git", ["-c", "user.name=vmpilot test", "-c", "user.email=test@vmpilot.invalid", "-c", "commit.gpgsign=false", ...args], { cwd });
-  return stdout.trim();
-}
 
 async function edit(file: string, from: string, to: string): Promise<void> {
   const text = await readFile(file, "utf8");
@@ -152,12 +146,7 @@ describe("vmpilot diff (CLI)", function () {
   });
 
   it("names the git commit each side is checked out at", async function () {
-    try {
-      await run("git", ["--version"]);
-    } catch {
-      console.log("      (skipped: no git binary)");
-      this.skip();
-    }
+    await requireGit(this);
     const repo = join(tmp, "repo");
     await cp(EXAMPLES, join(repo, "config"), { recursive: true });
     await git(repo, "init", "-q");

@@ -13,12 +13,9 @@ import { fetchRevisions, formatRevisionLines, isGitRevision, revisionInfo, revis
 import { resolveServerConfig } from "../src/server/config.js";
 import { ControlPlane } from "../src/server/control-plane.js";
 import { until } from "../../../test/helpers/poll.js";
+import { git, requireGit } from "../../../test/helpers/git.js";
 
 const run = promisify(execFile);
-async function git(cwd: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run("git", ["-c", "user.name=vmpilot test", "-c", "user.email=test@vmpilot.invalid", "-c", "commit.gpgsign=false", ...args], { cwd });
-  return stdout.trim();
-}
 
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
 const CLI = join(dirname(import.meta.dirname), "src", "cli.ts");
@@ -80,12 +77,7 @@ describe("config revision: a git checkout served by the control plane", function
   let cp: ControlPlane | undefined;
 
   before(async function () {
-    try {
-      await run("git", ["--version"]);
-    } catch {
-      console.log("      (skipped: no git binary)");
-      this.skip();
-    }
+    await requireGit(this);
     if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("warn");
     repo = await mkdtemp(join(tmpdir(), "vmpilot-revision-"));
   });
