@@ -191,9 +191,13 @@ export function viewKey(view: ProxyView, routing?: RoutingIndex): string {
   return scopeKey(view, routing) + inbound;
 }
 
-/** Views with a part of their own: sidecars with capture (inbound side), gRPC servers (their server listeners). */
+/**
+ * Views with a part of their own: sidecars with capture (inbound side), gRPC nodes that can be servers (their server
+ * listeners; a node with neither IPs nor a workload name has no instance, and shares its scope's maps as before).
+ */
 function hasInbound(view: ProxyView): boolean {
-  return (view.kind === "sidecar" && view.interceptionMode !== "NONE") || view.kind === "grpc";
+  if (view.kind === "grpc") return view.ips.length > 0 || view.workloadName !== undefined;
+  return view.kind === "sidecar" && view.interceptionMode !== "NONE";
 }
 
 export class ResourceCache {
