@@ -20,7 +20,15 @@
 //   writes 403 "Permission denied" (default-deny with an anonymous token that may read nothing);
 // - test hooks: stop()/start() the listener on the same port (state kept, like an agent that became unreachable while
 //   the servers kept the catalog), failWith(500), resetIndex() (indexes go backwards, as after a snapshot restore),
-//   touchService() (index moves, content does not), setKnownLeader(false) (leader lost), and a request log.
+//   touchService() (index moves, content does not), setKnownLeader(false) (leader lost), and a request log;
+// - agent TTL checks as Consul's agent runs them (agent/checks/check.go CheckTTL, agent.go reapServicesInternal):
+//   a TTL check registered with a service starts with the given Status (default critical) and turns critical with
+//   output "TTL expired" when no pass/warn/fail/update arrives within its TTL (each update restarts the timer);
+//   a check registered with DeregisterCriticalServiceAfter gets its service deregistered once it has been critical
+//   longer than that, floored at `check_deregister_interval_min` (1 m in Consul) and noticed by a reaper that runs
+//   every `check_reap_interval` (30 s in Consul). Both are Consul's non-user-configurable settings; the simulator
+//   takes them as options so tests can shorten them, and uses Consul's values by default. The timers keep running
+//   while the listener is stopped (the agent is alive, only unreachable); close() ends them.
 import { EventEmitter } from "node:events";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -87,6 +95,20 @@ export interface ConsulSimulatorOptions {
   /** Serve HTTPS; with `ca` and `verifyIncoming`, require a client certificate signed by it. */
   tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer; verifyIncoming?: boolean };
   host?: string;
+  /** Consul's `check_reap_interval` (non-user setting, 30 s): how often critical services are looked at for reaping. */
+  checkReapIntervalMs?: number;
+  /** Consul's `check_deregister_interval_min` (non-user setting, 1 m): floor of DeregisterCriticalServiceAfter. */
+  checkDeregisterIntervalMinMs?: number;
+}
+
+/** Agent-side state of one TTL check (Consul's CheckTTL) and of its DeregisterCriticalServiceAfter. */
+interface AgentCheck {
+  serviceId: string;
+  ttlMs?: number;
+  timer?: NodeJS.Timeout;
+  deregisterAfterMs?: number;
+  /** performance.now() since when the check is critical (Consul's local state CriticalTime). */
+  criticalSince?: number;
 }
 
 const MAX_WAIT_MS = 10 * 60_000;
@@ -323,6 +345,10 @@ export class ConsulSimulator {
   private portValue = 0;
   private readonly host: string;
   private readonly pending = new Set<() => void>();
+  /** checkID -> agent-side state of the agent's own checks (the ones registered through /v1/agent/). */
+  private readonly agentChecks = new Map<string, AgentCheck>();
+  private reaper: NodeJS.Timeout | undefined;
+  private closed = false;
 
   private constructor(private readonly opts: ConsulSimulatorOptions) {
     this.datacenter = opts.datacenter ?? "dc1";
@@ -384,8 +410,95 @@ export class ConsulSimulator {
     await closed;
   }
 
+  /** Stops the listener and the agent itself: its TTL timers and reaper end. */
   close(): Promise<void> {
+    this.closed = true;
+    for (const c of this.agentChecks.values()) if (c.timer) clearTimeout(c.timer);
+    this.agentChecks.clear();
+    if (this.reaper) clearInterval(this.reaper);
+    this.reaper = undefined;
     return this.stop();
+  }
+
+  /** Checks of the agent's node as the catalog holds them (status, output), by check ID. */
+  agentCheckStatus(checkId: string): { Status: CheckStatus; Output: string } | undefined {
+    const c = this.catalog.checks.get(`${this.nodeName}/${checkId}`);
+    return c ? { Status: c.Status, Output: c.Output } : undefined;
+  }
+
+  // ---- agent TTL checks and the critical-service reaper ----
+
+  private get reapIntervalMs(): number {
+    return this.opts.checkReapIntervalMs ?? 30_000;
+  }
+
+  private get deregisterMinMs(): number {
+    return this.opts.checkDeregisterIntervalMinMs ?? 60_000;
+  }
+
+  /** A check of the agent's was (re)registered: (re)arm its TTL and remember its deregistration timeout. */
+  private trackAgentCheck(checkId: string, serviceId: string, ttlMs: number | undefined, deregisterAfterMs: number | undefined): void {
+    const prev = this.agentChecks.get(checkId);
+    if (prev?.timer) clearTimeout(prev.timer);
+    const c: AgentCheck = { serviceId, ttlMs, deregisterAfterMs, criticalSince: prev?.criticalSince };
+    this.agentChecks.set(checkId, c);
+    this.noteStatus(checkId);
+    this.armTtl(checkId);
+    if (deregisterAfterMs !== undefined) this.startReaper();
+  }
+
+  private armTtl(checkId: string): void {
+    const c = this.agentChecks.get(checkId);
+    if (!c || c.ttlMs === undefined || this.closed) return;
+    if (c.timer) clearTimeout(c.timer);
+    c.timer = setTimeout(() => {
+      c.timer = undefined;
+      const cur = this.catalog.checks.get(`${this.nodeName}/${checkId}`);
+      if (!cur || this.agentChecks.get(checkId) !== c) return;
+      // Consul's CheckTTL: "TTL expired", with the last output appended when there was one.
+      const output = cur.Output ? `TTL expired (last output before timeout follows): ${cur.Output}` : "TTL expired";
+      this.catalog.write((idx) => this.catalog.ensureCheck(idx, this.nodeName, { CheckID: checkId, Status: "critical", Output: output, ServiceID: cur.ServiceID || undefined }));
+      this.noteStatus(checkId);
+    }, c.ttlMs);
+    c.timer.unref();
+  }
+
+  /** Keeps `criticalSince` in step with the check's status, as Consul's local state does. */
+  private noteStatus(checkId: string): void {
+    const c = this.agentChecks.get(checkId);
+    const cur = this.catalog.checks.get(`${this.nodeName}/${checkId}`);
+    if (!c || !cur) return;
+    if (cur.Status === "critical") c.criticalSince ??= performance.now();
+    else c.criticalSince = undefined;
+  }
+
+  private startReaper(): void {
+    if (this.reaper || this.closed) return;
+    this.reaper = setInterval(() => this.reap(), this.reapIntervalMs);
+    this.reaper.unref();
+  }
+
+  /** Consul's reapServicesInternal: deregisters services with a check critical for longer than its timeout. */
+  private reap(): void {
+    const now = performance.now();
+    for (const [checkId, c] of [...this.agentChecks]) {
+      if (c.deregisterAfterMs === undefined || c.criticalSince === undefined) continue;
+      const timeout = Math.max(c.deregisterAfterMs, this.deregisterMinMs);
+      if (now - c.criticalSince <= timeout) continue;
+      if (!this.agentChecks.has(checkId)) continue; // its service was reaped by an earlier check of this round
+      if (this.catalog.services.has(`${this.nodeName}/${c.serviceId}`)) {
+        this.catalog.write((idx) => this.catalog.deregisterService(idx, this.nodeName, c.serviceId));
+      }
+      this.forgetService(c.serviceId);
+    }
+  }
+
+  private forgetService(serviceId: string): void {
+    for (const [id, c] of [...this.agentChecks]) {
+      if (c.serviceId !== serviceId) continue;
+      if (c.timer) clearTimeout(c.timer);
+      this.agentChecks.delete(id);
+    }
   }
 
   /** Answer every request with this HTTP status (Consul's "rpc error" 500s) until called with undefined. */
@@ -558,7 +671,11 @@ export class ConsulSimulator {
         const checks = [...(body.Check ? [body.Check] : []), ...(body.Checks ?? [])];
         checks.forEach((ck: any, i: number) => {
           const checkId = ck.CheckID ?? ck.ID ?? (checks.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
-          c.ensureCheck(idx, node, { CheckID: checkId, Name: ck.Name ?? `Service '${body.Name}' check`, Status: ck.Status ?? "critical", ServiceID: id, Notes: ck.Notes, Type: ck.TTL ? "ttl" : "" });
+          const ttlMs = ck.TTL ? parseDuration(ck.TTL, "TTL") : undefined;
+          const deregisterAfterMs = ck.DeregisterCriticalServiceAfter ? parseDuration(ck.DeregisterCriticalServiceAfter, "DeregisterCriticalServiceAfter") : undefined;
+          // A re-registration sets the status it gives (default critical) and the output back to empty, as Consul's does.
+          c.ensureCheck(idx, node, { CheckID: checkId, Name: ck.Name ?? `Service '${body.Name}' check`, Status: ck.Status ?? "critical", Output: "", ServiceID: id, Notes: ck.Notes, Type: ck.TTL ? "ttl" : "" });
+          this.trackAgentCheck(checkId, id, ttlMs, deregisterAfterMs);
         });
       });
       return "";
@@ -568,6 +685,7 @@ export class ConsulSimulator {
       const id = decodeURIComponent(m[1]!);
       if (!c.services.has(`${node}/${id}`)) throw new HttpError(404, `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`);
       c.write((idx) => c.deregisterService(idx, node, id));
+      this.forgetService(id);
       return "";
     }
     m = /^\/v1\/agent\/check\/(pass|warn|fail|update)\/([^/]+)$/.exec(path);
@@ -579,6 +697,8 @@ export class ConsulSimulator {
       if (!["passing", "warning", "critical"].includes(status)) throw new HttpError(400, `Invalid check status: "${status}"`);
       const output = m[1] === "update" ? (body.Output ?? "") : (query.note ?? "");
       c.write((idx) => c.ensureCheck(idx, node, { CheckID: id, Status: status, Output: output, ServiceID: c.checks.get(`${node}/${id}`)!.ServiceID || undefined }));
+      this.noteStatus(id);
+      this.armTtl(id);
       return "";
     }
     if (path === "/v1/catalog/register") {
@@ -637,8 +757,13 @@ function readBody(req: IncomingMessage): Promise<string> {
 
 /** Consul's `wait` syntax (Go durations such as "10s", "250ms", "1m"). */
 function parseWait(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$/.exec(s);
-  if (!m) throw new HttpError(400, `Invalid wait time`);
+  return parseDuration(s, "wait");
+}
+
+/** A Go duration ("10s", "250ms", "1m30s" is not needed here); a 400 naming the field otherwise. */
+function parseDuration(s: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$/.exec(String(s));
+  if (!m) throw new HttpError(400, what === "wait" ? `Invalid wait time` : `Invalid ${what}: ${s}`);
   const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
   return Number(m[1]) * unit[m[2]!]!;
 }

@@ -11,13 +11,29 @@
 // Only auto-registered entries take health reports: a file WorkloadEntry belongs to the file source, and its
 // health stays what the file says (HEALTHY).
 //
-// Not yet done (DESIGN.md "Scale-out"): with several replicas, the entries live only in the memory of the replica
-// the workload's streams reached. Publishing them through Consul has open choices: per-entry agent services with
-// TTL checks (visible to Consul-native clients, but one TTL update per entry per period, and the ConsulSource would
-// also turn them into `NAME.service.consul` services) versus KV keys bound to one session per replica (one renewal
-// per replica, deleted by Consul when the replica dies, read back by a KV watch). Either way, a workload whose Envoy
-// and health streams reach different replicas needs the health to follow the entry across replicas.
-
+// Several replicas (DESIGN.md "Scale-out"). With Consul configured, every replica registers the workloads
+// connected to it in the Consul catalog (consul/workload-publisher.ts) and reads the other replicas'
+// registrations back (ConsulSource -> setRemote). Chosen over session-bound KV keys because the catalog is where
+// Consul operators and Consul-native clients look (UI, `consul catalog`, DNS, `?passing`), and because Consul's
+// own agent then does the lifecycle the mesh needs: a TTL check that goes critical when a replica stops renewing
+// (the endpoint turns UNHEALTHY, not removed) and DeregisterCriticalServiceAfter for the removal a grace period
+// later. The price is one TTL renewal per workload per period (two checks, see workload-records.ts), all to the
+// replica's local agent.
+//
+// What a registration carries are the facts of the workload (address, its own labels, service account,
+// locality, proxy id, its health report), not the derived entry: every replica derives the entry from its own
+// copy of the WorkloadGroup with the same code, so a workload's entry is the same object whichever replica its
+// streams reach, and moving between replicas changes nothing a proxy sees. Per entry key this source merges the
+// local workload (if any) with the remote registrations (Consul instances of other replicas):
+// - the describing registration is the one whose replica holds a stream (connected) over one waiting out its
+//   grace period (lingering) over one whose replica stopped renewing (gone); local before remote on a tie;
+// - health: the describer's own report, else the local workload's own report, else the newest report of a
+//   replica that is alive, else none (Istio's rule then applies: a probed group is UNHEALTHY until vouched for).
+//   So when the Envoy stream and the agent's health stream reach different replicas, the health follows the
+//   entry; and a workload that moves is not marked UNHEALTHY while its new replica waits for the first report;
+// - only gone registrations left (its replica died or lost Consul): the entry stays, UNHEALTHY, until Consul
+//   deregisters it after the grace period;
+// - Consul unreachable: the remote set is not touched (errors never remove anything), local entries are served.
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { WorkloadEntrySpec } from "./api.js";
@@ -61,7 +77,58 @@ export interface HealthReport {
 export interface AutoRegistrationOptions {
   /** How long an entry outlives its last stream; a reconnect within it keeps the entry. */
   cleanupGracePeriodMs?: number;
+  /** This replica's name in Consul registrations; remote registrations carrying it are our own and ignored. */
+  replica?: string;
   logger?: Logger;
+}
+
+/**
+ * One registration of a workload by another replica, read back from Consul. The facts are what the replica's
+ * stream said; `state` is the liveness check (connected: passing, lingering: warning, gone: critical).
+ */
+export interface RemoteWorkload {
+  /** Replica that registered it. */
+  replica: string;
+  /** `NODE/SERVICE_ID` in Consul: one per replica and workload. */
+  registration: string;
+  namespace: string;
+  group: string;
+  /** Entry name (`<group>-<ip>`). */
+  name: string;
+  address: string;
+  proxyId: string;
+  /** The workload's own labels (node metadata), not the group's. */
+  labels: Readonly<Record<string, string>>;
+  serviceAccount?: string;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  state: "connected" | "lingering" | "gone";
+  /** The workload's own health report as its replica heard it; undefined when it has none. */
+  health?: { healthy: boolean; message?: string };
+  /** Consul ModifyIndex of the health check: among reports, a higher one is newer. */
+  healthIndex: number;
+}
+
+/** A local workload as the Consul publisher registers it (only those with an entry). */
+export interface PublishedWorkload {
+  key: string;
+  namespace: string;
+  group: string;
+  name: string;
+  address: string;
+  proxyId: string;
+  labels: Readonly<Record<string, string>>;
+  serviceAccount?: string;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  /** A stream to this replica is open; false while the grace period runs. */
+  connected: boolean;
+  /** Since when it has no stream (connected false). */
+  disconnectedAt?: number;
+  /** Its own health report on this replica's streams. */
+  health?: HealthReport;
+  /** The group has a probe: no report means "not vouched for yet". */
+  probed: boolean;
+  /** The entry's ports (template). */
+  ports: Readonly<Record<string, number>>;
 }
 
 interface Workload {
@@ -76,31 +143,57 @@ interface Workload {
   latest: WorkloadConnection;
   health?: HealthReport;
   removal?: NodeJS.Timeout;
-  /** Derived from the group and `latest`/`health`; absent when the workload cannot be registered (see problem). */
+  disconnectedAt?: number;
+}
+
+/** Everything known about one entry key: the local workload and other replicas' registrations. */
+interface Slot {
+  key: string;
+  namespace: string;
+  name: string;
+  group: string;
+  local?: Workload;
+  remote: readonly RemoteWorkload[];
+  /** Derived from the group and the merged facts; absent when the workload cannot be registered (see problem). */
   entry?: WorkloadEntryConfig;
   problem?: ConfigProblem;
-  /** What `entry` was built from, so an unchanged workload keeps its object. */
-  builtFrom?: { group: WorkloadGroupConfig; latest: WorkloadConnection; health: HealthReport | undefined };
+  /** What `entry` was built from, so an unchanged slot keeps its object without re-deriving. */
+  builtFrom?: { group: WorkloadGroupConfig; facts: WorkloadConnection; health: HealthReport | undefined; gone: boolean };
 }
+
+/** One candidate description of a slot's workload. */
+interface Candidate {
+  facts: WorkloadConnection;
+  state: RemoteWorkload["state"];
+  local: boolean;
+  report?: HealthReport;
+  index: number;
+}
+
+const STATE_RANK: Record<RemoteWorkload["state"], number> = { connected: 0, lingering: 1, gone: 2 };
 
 const SOURCE_NAME = "auto-registration";
 
-export class AutoRegistrationSource extends EventEmitter<{ change: [] }> implements RegistrySource {
+export class AutoRegistrationSource extends EventEmitter<{ change: []; local: [] }> implements RegistrySource {
   readonly name = SOURCE_NAME;
+  readonly replica: string | undefined;
   private readonly log: Logger;
   private gracePeriodMs: number;
-  private readonly workloads = new Map<string, Workload>();
+  /** Entry key -> slot (local workload and/or remote registrations). */
+  private readonly slots = new Map<string, Slot>();
   /** Stream id -> its workload's key, or a problem when the stream names no usable address. */
   private readonly streams = new Map<string, { workload: string } | { problem: ConfigProblem }>();
   private configs: ReadonlyMap<string, AnyConfig> = new Map();
   /** Registries that started this source and have not stopped it (a SIGHUP reload attaches it to a successor first). */
   private starts = 0;
   private state: SourceState | undefined;
+  private remoteCount = 0;
 
   constructor(opts: AutoRegistrationOptions = {}) {
     super();
     this.log = opts.logger ?? createLogger(SOURCE_NAME);
     this.gracePeriodMs = opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS;
+    this.replica = opts.replica;
   }
 
   async start(): Promise<void> {
@@ -111,14 +204,19 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
   async stop(): Promise<void> {
     if (this.starts > 0) this.starts--;
     if (this.starts > 0) return;
-    for (const w of this.workloads.values()) if (w.removal) clearTimeout(w.removal);
-    this.workloads.clear();
+    for (const s of this.slots.values()) if (s.local?.removal) clearTimeout(s.local.removal);
+    this.slots.clear();
     this.streams.clear();
+    this.remoteCount = 0;
     this.state = undefined;
   }
 
   setGracePeriod(ms: number): void {
     this.gracePeriodMs = ms;
+  }
+
+  get gracePeriod(): number {
+    return this.gracePeriodMs;
   }
 
   current(): SourceState {
@@ -144,23 +242,25 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
     }
     const name = autoRegisteredName(conn.group, address);
     const key = `${conn.namespace}/${name}`;
-    let w = this.workloads.get(key);
+    const slot = this.slotFor(key, conn.namespace, name, conn.group);
+    let w = slot.local;
     if (!w) {
       w = { key, namespace: conn.namespace, name, group: conn.group, address, streams: new Map(), latest: conn };
-      this.workloads.set(key, w);
+      slot.local = w;
     } else if (w.removal) {
       clearTimeout(w.removal);
       w.removal = undefined;
       this.log.info(`workload ${key} reconnected within the grace period; keeping its entry`, { proxy: conn.proxyId });
     }
+    w.disconnectedAt = undefined;
     w.streams.set(conn.streamId, conn);
     w.latest = conn;
     this.streams.set(conn.streamId, { workload: key });
-    const had = w.entry;
-    this.derive(w);
-    if (w.entry && !had) this.log.info(`auto-registered WorkloadEntry ${key} from WorkloadGroup ${conn.namespace}/${conn.group}`, { proxy: conn.proxyId, address });
-    else if (w.problem && !had) this.log.warn(w.problem.message);
-    this.changed();
+    const had = slot.entry;
+    this.derive(slot);
+    if (slot.entry && !had) this.log.info(`auto-registered WorkloadEntry ${key} from WorkloadGroup ${conn.namespace}/${conn.group}`, { proxy: conn.proxyId, address });
+    else if (slot.problem && !had) this.log.warn(slot.problem.message);
+    this.changed(true);
   }
 
   /** A stream closed. The workload's last one starts the grace period (or removes an unregistered workload now). */
@@ -169,23 +269,31 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
     if (!s) return;
     this.streams.delete(streamId);
     if (!("workload" in s)) return this.changed();
-    const w = this.workloads.get(s.workload);
-    if (!w) return;
+    const slot = this.slots.get(s.workload);
+    const w = slot?.local;
+    if (!slot || !w) return;
     w.streams.delete(streamId);
     if (w.streams.size > 0) {
       // Describe the workload by a stream that is still there.
       if (w.latest.streamId === streamId) w.latest = [...w.streams.values()].at(-1)!;
-      if (this.derive(w)) this.changed();
+      if (this.derive(slot)) this.changed(true);
       return;
     }
-    if (!w.entry) {
-      this.workloads.delete(w.key);
-      return this.changed();
+    const group = this.groupOf(slot);
+    if (!group || this.refused(slot, w.latest, group)) {
+      // Never registered: nothing to keep through a grace period.
+      this.dropLocal(slot);
+      return this.changed(true);
     }
-    const timer = setTimeout(() => this.expire(w), this.gracePeriodMs);
+    const timer = setTimeout(() => this.expire(slot, w), this.gracePeriodMs);
     timer.unref();
     w.removal = timer;
+    w.disconnectedAt = Date.now();
     this.log.info(`workload ${w.key} has no stream left; its entry goes in ${this.gracePeriodMs} ms unless it reconnects`);
+    // Lingering changes what Consul is told (the liveness check turns warning); the entry only when another
+    // replica's connected registration now describes the workload.
+    if (this.derive(slot)) this.changed();
+    this.emit("local");
   }
 
   /**
@@ -194,13 +302,85 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
    */
   reportHealth(streamId: string, report: HealthReport): boolean {
     const key = this.workloadOf(streamId);
-    const w = key ? this.workloads.get(key) : undefined;
-    if (!w) return false;
+    const slot = key ? this.slots.get(key) : undefined;
+    const w = slot?.local;
+    if (!slot || !w) return false;
     const flipped = w.health?.healthy !== report.healthy;
+    const news = flipped || w.health?.message !== report.message;
     w.health = report;
-    if (flipped && w.entry) this.log.info(`workload ${w.key} is ${report.healthy ? "healthy" : `unhealthy: ${report.message ?? "probe failing"}`}`);
-    if (this.derive(w)) this.changed();
+    if (flipped && slot.entry) this.log.info(`workload ${w.key} is ${report.healthy ? "healthy" : `unhealthy: ${report.message ?? "probe failing"}`}`);
+    if (this.derive(slot)) this.changed();
+    // Agents repeat their verdict: only a new one is worth a Consul update.
+    if (news) this.emit("local");
     return true;
+  }
+
+  /**
+   * Other replicas' registrations as Consul last answered (the whole set each time). Our own registrations
+   * (same replica name) are ignored: the local workloads are the truth about them.
+   */
+  setRemote(records: readonly RemoteWorkload[]): void {
+    const byKey = new Map<string, RemoteWorkload[]>();
+    let count = 0;
+    for (const r of records) {
+      if (this.replica !== undefined && r.replica === this.replica) continue;
+      const key = `${r.namespace}/${r.name}`;
+      const list = byKey.get(key);
+      if (list) list.push(r);
+      else byKey.set(key, [r]);
+      count++;
+    }
+    let changed = count !== this.remoteCount;
+    this.remoteCount = count;
+    for (const [key, list] of byKey) {
+      list.sort((a, b) => compare(a.registration, b.registration));
+      const first = list[0]!;
+      const slot = this.slotFor(key, first.namespace, first.name, first.group);
+      if (canonical(slot.remote) === canonical(list)) continue;
+      // Keep the record objects that did not change (their derived facts are cached by identity).
+      const old = new Map(slot.remote.map((r) => [canonical(r), r]));
+      slot.remote = list.map((r) => old.get(canonical(r)) ?? r);
+      if (this.derive(slot)) changed = true;
+    }
+    for (const slot of [...this.slots.values()]) {
+      if (byKey.has(slot.key) || slot.remote.length === 0) continue;
+      slot.remote = [];
+      if (!slot.local) {
+        this.slots.delete(slot.key);
+        changed = true;
+      } else if (this.derive(slot)) changed = true;
+    }
+    if (changed) this.changed();
+  }
+
+  /** The local workloads that have an entry, as the Consul publisher registers them. */
+  published(): PublishedWorkload[] {
+    const out: PublishedWorkload[] = [];
+    for (const slot of this.slots.values()) {
+      const w = slot.local;
+      const group = this.groupOf(slot);
+      if (!w || !slot.entry || !group || this.refused(slot, w.latest, group)) continue;
+      const conn = w.latest;
+      const p: PublishedWorkload = {
+        key: slot.key,
+        namespace: w.namespace,
+        group: w.group,
+        name: w.name,
+        address: w.address,
+        proxyId: conn.proxyId,
+        labels: conn.labels,
+        connected: w.streams.size > 0,
+        probed: group.spec.probe !== undefined,
+        ports: group.spec.template.ports ?? {},
+      };
+      const sa = group.spec.template.serviceAccount ?? conn.serviceAccount;
+      if (sa) p.serviceAccount = sa;
+      if (conn.locality) p.locality = conn.locality;
+      if (w.disconnectedAt !== undefined) p.disconnectedAt = w.disconnectedAt;
+      if (w.health) p.health = w.health;
+      out.push(p);
+    }
+    return out.sort((a, b) => compare(a.key, b.key));
   }
 
   /**
@@ -210,99 +390,144 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
   setGroups(configs: ReadonlyMap<string, AnyConfig>): void {
     this.configs = configs;
     let changed = false;
-    for (const w of [...this.workloads.values()]) {
-      if (w.streams.size === 0 && !this.groupOf(w)) {
-        this.remove(w);
-        changed = true;
-        continue;
+    let local = false;
+    for (const slot of [...this.slots.values()]) {
+      const w = slot.local;
+      if (w && w.streams.size === 0 && !this.groupOf(slot)) {
+        this.dropLocal(slot);
+        changed = local = true;
+        if (!this.slots.has(slot.key)) continue;
       }
-      const had = w.entry;
-      if (!this.derive(w)) continue;
+      const had = slot.entry;
+      if (!this.derive(slot)) continue;
       changed = true;
-      if (!had && w.entry) this.log.info(`auto-registered WorkloadEntry ${w.key}: WorkloadGroup ${w.namespace}/${w.group} now exists`);
-      if (had && !w.entry) this.log.warn(`removed auto-registered WorkloadEntry ${w.key}: ${w.problem?.message ?? "its WorkloadGroup is gone"}`);
+      if (slot.local) local = true;
+      if (!had && slot.entry) this.log.info(`auto-registered WorkloadEntry ${slot.key}: WorkloadGroup ${slot.namespace}/${slot.group} now exists`);
+      if (had && !slot.entry) this.log.warn(`removed auto-registered WorkloadEntry ${slot.key}: ${slot.problem?.message ?? "its WorkloadGroup is gone"}`);
     }
-    if (changed) this.changed();
+    if (changed) this.changed(local);
   }
 
-  private groupOf(w: Workload): WorkloadGroupConfig | undefined {
-    const g = this.configs.get(`WorkloadGroup/${w.namespace}/${w.group}`);
+  private slotFor(key: string, namespace: string, name: string, group: string): Slot {
+    let slot = this.slots.get(key);
+    if (!slot) {
+      slot = { key, namespace, name, group, remote: [] };
+      this.slots.set(key, slot);
+    }
+    return slot;
+  }
+
+  private groupOf(slot: Pick<Slot, "namespace" | "group">): WorkloadGroupConfig | undefined {
+    const g = this.configs.get(`WorkloadGroup/${slot.namespace}/${slot.group}`);
     return g?.kind === "WorkloadGroup" ? (g as WorkloadGroupConfig) : undefined;
   }
 
-  /** Re-derives a workload's entry (or problem); true if either changed. */
-  private derive(w: Workload): boolean {
-    const group = this.groupOf(w);
-    const b = w.builtFrom;
-    if (group && b && b.group === group && b.latest === w.latest && b.health === w.health && w.entry) return false;
-    const before = { entry: w.entry, problem: w.problem };
-    w.builtFrom = undefined;
-    w.entry = undefined;
-    w.problem = undefined;
-    if (!group) {
-      w.problem = this.problem(
-        w.latest,
-        `proxy ${w.latest.proxyId} asks to be auto-registered in WorkloadGroup ${w.namespace}/${w.group}, which does not exist; it is served, but not registered`,
-      );
-    } else {
-      const template = group.spec.template;
-      const sa = w.latest.serviceAccount;
-      if (template.serviceAccount && sa && sa !== template.serviceAccount) {
+  /** Who describes the slot's workload and with which health (see the header). */
+  private merged(slot: Slot): { facts: WorkloadConnection; health: HealthReport | undefined; gone: boolean } | undefined {
+    const candidates: Candidate[] = [];
+    const w = slot.local;
+    if (w) candidates.push({ facts: w.latest, state: w.streams.size > 0 ? "connected" : "lingering", local: true, report: w.health, index: Infinity });
+    for (const r of slot.remote) {
+      const c: Candidate = { facts: remoteFacts(r), state: r.state, local: false, index: r.healthIndex };
+      if (r.health) c.report = { ...r.health, at: 0 };
+      candidates.push(c);
+    }
+    if (candidates.length === 0) return undefined;
+    candidates.sort((a, b) => STATE_RANK[a.state] - STATE_RANK[b.state] || Number(b.local) - Number(a.local));
+    const describer = candidates[0]!;
+    if (describer.state === "gone") return { facts: describer.facts, health: undefined, gone: true };
+    let health = describer.report ?? w?.health;
+    if (!health) {
+      const alive = candidates.filter((c) => c.state !== "gone" && c.report).sort((a, b) => b.index - a.index);
+      health = alive[0]?.report;
+    }
+    return { facts: describer.facts, health, gone: false };
+  }
+
+  /** Whether the group refuses the workload's identity (see derive). */
+  private refused(_slot: Slot, facts: WorkloadConnection, group: WorkloadGroupConfig): boolean {
+    const sa = facts.serviceAccount;
+    const want = group.spec.template.serviceAccount;
+    return want !== undefined && sa !== undefined && sa !== want;
+  }
+
+  /** Re-derives a slot's entry (or problem); true if either changed. */
+  private derive(slot: Slot): boolean {
+    const group = this.groupOf(slot);
+    const m = this.merged(slot);
+    const b = slot.builtFrom;
+    if (group && m && b && b.group === group && b.facts === m.facts && b.health === m.health && b.gone === m.gone && slot.entry) return false;
+    const before = { entry: slot.entry, problem: slot.problem };
+    slot.builtFrom = undefined;
+    slot.entry = undefined;
+    slot.problem = undefined;
+    if (m) {
+      const facts = m.facts;
+      if (!group) {
+        slot.problem = this.problem(
+          facts,
+          `proxy ${facts.proxyId} asks to be auto-registered in WorkloadGroup ${slot.namespace}/${slot.group}, which does not exist; it is served, but not registered`,
+        );
+      } else if (this.refused(slot, facts, group)) {
         // Registering it would put an endpoint whose certificate says `sa` behind services whose clients
         // verify the group's identity: refuse instead of advertising an endpoint every mTLS call would reject.
-        w.problem = this.problem(
-          w.latest,
-          `proxy ${w.latest.proxyId} runs as service account ${sa}, but WorkloadGroup ${w.namespace}/${w.group} registers workloads of service account ${template.serviceAccount}; not registered`,
+        slot.problem = this.problem(
+          facts,
+          `proxy ${facts.proxyId} runs as service account ${facts.serviceAccount}, but WorkloadGroup ${slot.namespace}/${slot.group} registers workloads of service account ${group.spec.template.serviceAccount}; not registered`,
           "error",
         );
       } else {
-        w.entry = this.buildEntry(w, group);
-        w.builtFrom = { group, latest: w.latest, health: w.health };
+        slot.entry = this.buildEntry(slot, group, facts, m.health, m.gone);
+        slot.builtFrom = { group, facts, health: m.health, gone: m.gone };
       }
     }
-    if (before.entry && w.entry && canonical(before.entry) === canonical(w.entry)) w.entry = before.entry;
-    if (before.problem && w.problem && canonical(before.problem) === canonical(w.problem)) w.problem = before.problem;
-    return before.entry !== w.entry || before.problem !== w.problem;
+    if (before.entry && slot.entry && canonical(before.entry) === canonical(slot.entry)) slot.entry = before.entry;
+    if (before.problem && slot.problem && canonical(before.problem) === canonical(slot.problem)) slot.problem = before.problem;
+    return before.entry !== slot.entry || before.problem !== slot.problem;
   }
 
-  private buildEntry(w: Workload, group: WorkloadGroupConfig): WorkloadEntryConfig {
-    const conn = w.latest;
+  private buildEntry(slot: Slot, group: WorkloadGroupConfig, conn: WorkloadConnection, report: HealthReport | undefined, gone: boolean): WorkloadEntryConfig {
     const { template, metadata: meta, probe } = group.spec;
     // Istio's precedence: node metadata > WorkloadGroup metadata > template.
     const labels = { ...(template.labels ?? {}), ...(meta?.labels ?? {}), ...conn.labels };
-    const spec: WorkloadEntrySpec = { ...template, address: w.address, labels };
+    const address = slot.local?.address ?? conn.ips[0]!;
+    const spec: WorkloadEntrySpec = { ...template, address, labels };
     const sa = template.serviceAccount ?? conn.serviceAccount;
     if (sa) spec.serviceAccount = sa;
     const locality = localityOf(conn.locality);
     if (locality) spec.locality = locality;
-    const annotations: Record<string, string> = { ...(meta?.annotations ?? {}), [AUTO_REGISTRATION_GROUP_ANNOTATION]: w.group };
+    const annotations: Record<string, string> = { ...(meta?.annotations ?? {}), [AUTO_REGISTRATION_GROUP_ANNOTATION]: slot.group };
     if (probe) annotations[HEALTH_CHECK_ANNOTATION] = "true";
-    const origin: Origin = { type: "auto-registered", group: w.group, namespace: w.namespace, proxyId: conn.proxyId };
+    const origin: Origin = { type: "auto-registered", group: slot.group, namespace: slot.namespace, proxyId: conn.proxyId };
     const entry: WorkloadEntryConfig = {
       kind: "WorkloadEntry",
       apiVersion: group.apiVersion,
-      metadata: { name: w.name, namespace: w.namespace, labels: { ...labels }, annotations },
+      metadata: { name: slot.name, namespace: slot.namespace, labels: { ...labels }, annotations },
       spec,
       origin,
     };
-    const health = healthOf(w.health, probe !== undefined);
+    // Its replica stopped renewing: nobody vouches for it any more, and Consul removes it after the grace period.
+    const health = gone ? "UNHEALTHY" : healthOf(report, probe !== undefined);
     if (health) entry.status = { health };
     return entry;
   }
 
-  private expire(w: Workload): void {
-    if (this.workloads.get(w.key) !== w || w.streams.size > 0) return;
+  private expire(slot: Slot, w: Workload): void {
+    if (slot.local !== w || w.streams.size > 0) return;
     this.log.info(`removed auto-registered WorkloadEntry ${w.key}: no stream for ${this.gracePeriodMs} ms`);
-    this.remove(w);
-    this.changed();
+    this.dropLocal(slot);
+    this.changed(true);
   }
 
-  private remove(w: Workload): void {
-    if (w.removal) clearTimeout(w.removal);
-    this.workloads.delete(w.key);
+  /** Forgets the local workload; the slot lives on while other replicas register the workload. */
+  private dropLocal(slot: Slot): void {
+    if (slot.local?.removal) clearTimeout(slot.local.removal);
+    slot.local = undefined;
+    if (slot.remote.length === 0) this.slots.delete(slot.key);
+    else this.derive(slot);
   }
 
-  private problem(conn: WorkloadConnection, message: string, severity: Severity = "warning"): ConfigProblem {
+  private problem(conn: Pick<WorkloadConnection, "group" | "namespace" | "proxyId">, message: string, severity: Severity = "warning"): ConfigProblem {
     const origin: Origin = { type: "auto-registered", group: conn.group, namespace: conn.namespace, proxyId: conn.proxyId };
     return { severity, message, file: formatOrigin(origin), line: 0, column: 0, kind: "WorkloadGroup", name: conn.group, namespace: conn.namespace };
   }
@@ -310,20 +535,46 @@ export class AutoRegistrationSource extends EventEmitter<{ change: [] }> impleme
   private buildState(): SourceState {
     const objects: WorkloadEntryConfig[] = [];
     const problems: ConfigProblem[] = [];
-    for (const w of this.workloads.values()) {
-      if (w.entry) objects.push(w.entry);
-      if (w.problem) problems.push(w.problem);
+    let local = 0;
+    for (const slot of this.slots.values()) {
+      if (slot.entry) objects.push(slot.entry);
+      if (slot.problem) problems.push(slot.problem);
+      if (slot.local && slot.entry) local++;
     }
     for (const s of this.streams.values()) if ("problem" in s) problems.push(s.problem);
     objects.sort((a, b) => compare(configKey(a), configKey(b)));
-    const status: SourceStatus = { name: SOURCE_NAME, synced: true, stale: false, revision: `${objects.length} registered` };
+    const revision = this.replica === undefined ? `${objects.length} registered` : `${objects.length} registered (${local} through this replica, ${objects.length - local} through others)`;
+    const status: SourceStatus = { name: SOURCE_NAME, synced: true, stale: false, revision };
     return { objects, problems, status };
   }
 
-  private changed(): void {
+  /** `local`: what the Consul publisher registers may have changed too. */
+  private changed(local = false): void {
     this.state = undefined;
     this.emit("change");
+    if (local) this.emit("local");
   }
+}
+
+/** Facts per remote record, so an unchanged record keeps its object (derive compares by identity first). */
+const factsCache = new WeakMap<RemoteWorkload, WorkloadConnection>();
+
+/** A remote registration as the connection facts its replica saw. */
+function remoteFacts(r: RemoteWorkload): WorkloadConnection {
+  const cached = factsCache.get(r);
+  if (cached) return cached;
+  const conn: WorkloadConnection = {
+    streamId: `consul:${r.registration}`,
+    proxyId: r.proxyId,
+    namespace: r.namespace,
+    group: r.group,
+    ips: [r.address],
+    labels: r.labels,
+  };
+  if (r.serviceAccount) conn.serviceAccount = r.serviceAccount;
+  if (r.locality) conn.locality = r.locality;
+  factsCache.set(r, conn);
+  return conn;
 }
 
 /**
