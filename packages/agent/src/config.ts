@@ -69,7 +69,7 @@ export interface AgentConfig {
     sdsRootFile: string;
     /** Where Envoy writes its admin address (--admin-address-path); the agent reads it to ask Envoy if it is ready. */
     envoyAdminAddressFile: string;
-    /** Gateways: the file-based SDS resources of gateway.credentialsDir (node metadata CREDENTIAL_SDS_DIR). */
+    /** Gateways: the private (0700) directory of the SDS socket serving gateway.credentialsDir (bootstrap/envoy.ts credentialSdsSocket). */
     credentialSdsDir: string;
   };
   proxy: {
@@ -116,7 +116,7 @@ export interface AgentConfig {
     /** Which resolvers' traffic is captured: `*` (any destination) or IPs; undefined = resolv.conf's nameservers. */
     captureServers?: string[];
   };
-  /** Gateways (proxy.kind gateway): TLS credentials for Gateway servers' credentialName, served by file-based SDS. */
+  /** Gateways (proxy.kind gateway): TLS credentials for Gateway servers' credentialName, served over the agent's SDS socket. */
   gateway: {
     /** Holds NAME/cert.pem, NAME/key.pem and optionally NAME/ca.pem for each credentialName. */
     credentialsDir: string;
