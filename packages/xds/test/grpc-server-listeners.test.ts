@@ -2,9 +2,11 @@
 // shape gRPC requires, the TLS decision, and that every one encodes with the Envoy protos and passes
 // @grpc/grpc-js-xds's own listener validation.
 import { expect } from "chai";
+import { ResourceCache } from "../src/cache.js";
 import { generate } from "../src/generators/index.js";
 import { canonicalIp, grpcServerListenerName } from "../src/generators/grpc-server-listeners.js";
 import { decodeToJson, encodeJson } from "../src/protojson.js";
+import { TypeUrl } from "../src/protos.js";
 import type { ProxyView } from "../src/proxy-view.js";
 import { deprecatedFieldsIn } from "./fixtures/deprecated.js";
 import { grpcValidators, validateWithGrpcJsXds } from "./fixtures/grpc-validate.js";
@@ -192,6 +194,38 @@ spec:
       const mixed = serverListeners({ "mesh.yaml": MESH, "alias.yaml": other, "dr.yaml": MUTUAL("alias", "shop", "alias.shop.mesh") }, echoServer()).get(`${PREFIX}10.0.0.5:17070`)!;
       expect(mtlsOf(mixed)).to.equal(true);
     });
+  });
+
+  it("through the resource cache: follow the node's instances and the DestinationRule across snapshots, per node", () => {
+    const cache = new ResourceCache();
+    const names = (v: ProxyView) => [...cache.resources(v, TypeUrl.Listener).keys()].filter((n) => n.startsWith(PREFIX)).sort();
+    const mtls = (v: ProxyView, n: string) => decodeToJson("envoy.config.listener.v3.Listener", cache.resources(v, TypeUrl.Listener).get(n)!.bytes);
+    const own = `${PREFIX}10.0.0.5:17070`;
+    const files: Record<string, string> = { "mesh.yaml": MESH };
+    const s1 = snapshotOf(files);
+    cache.update(s1);
+    const echo1 = echoServer();
+    const echo2 = echoServer({ id: "grpc~10.0.0.6~echo-2.shop~shop.svc.cluster.local", ips: ["10.0.0.6"], workloadName: "echo-2" });
+    const client = grpcView("shop");
+    expect(names(echo1)).to.deep.equal([`${PREFIX}0.0.0.0:17070`, own, `${PREFIX}[::]:17070`]);
+    expect(names(echo2)).to.include(`${PREFIX}10.0.0.6:17070`).and.not.include(own);
+    expect(names(client)).to.deep.equal([]);
+    // Every other listener of the scope is shared with the plain client.
+    expect(cache.resources(echo1, TypeUrl.Listener).get("echo.shop.mesh:7070")).to.equal(cache.resources(client, TypeUrl.Listener).get("echo.shop.mesh:7070"));
+    expect(mtlsOf(mtls(echo1, own) as J)).to.equal(false);
+
+    // A DestinationRule change (routing only) reaches the server listener.
+    const s2 = snapshotOf({ ...files, "dr.yaml": MUTUAL("echo", "shop", "echo.shop.mesh") }, {}, s1);
+    expect(s2.changes.full, "an incremental change set").to.equal(false);
+    cache.update(s2);
+    expect(mtlsOf(mtls(echo1, own) as J)).to.equal(true);
+
+    // The instance going away removes it; another node's instances stay.
+    const s3 = snapshotOf({ "mesh.yaml": MESH.replace(/---\napiVersion: networking.istio.io\/v1\nkind: WorkloadEntry\nmetadata: \{name: echo-1,[^]*?(?=---)/, ""), "dr.yaml": MUTUAL("echo", "shop", "echo.shop.mesh") }, {}, s2);
+    expect([...s3.configs.keys()].some((k) => k.includes("echo-1"))).to.equal(false);
+    cache.update(s3);
+    expect(names(echo1)).to.deep.equal([]);
+    expect(names(echo2)).to.include(`${PREFIX}10.0.0.6:17070`);
   });
 
   it("encode and decode losslessly with the Envoy protos (no deprecated fields) and pass grpc-js-xds's listener validation", function () {
