@@ -13,7 +13,7 @@
 //     - a service a source provides (Consul): its hostname (decorating ServiceEntries of any namespace);
 //  3. re-derives those units only: services, endpoints and problems of one hostname, conflicts of one claim group,
 //     subset warnings of one VirtualService; VIPs move only for the keys whose allocation actually changes;
-//  4. patches the previous snapshot's maps with what changed (or shares them when nothing did).
+//  4. patches the previous snapshot's maps with what changed, without copying them (patched-map.ts).
 // Problems are kept in buckets, one per unit, so a unit's re-check replaces exactly the problems it owns.
 //
 // Units partition the service keys: a service key is `namespace/hostname`, so it belongs to the unit of its hostname
@@ -21,6 +21,7 @@
 // build). test/snapshot-equivalence.test.ts checks that random edit sequences give the full build's snapshots.
 import type { ConfigObject, AnyConfig, ConfigProblem, Endpoint, MeshConfig, RegistrySnapshot, Service, SourceState } from "./model.js";
 import { configKey } from "./model.js";
+import { PatchedMap } from "./patched-map.js";
 import {
   ROUTING_KINDS,
   canonical,
@@ -594,43 +595,14 @@ export class SnapshotBuilder {
     return Object.freeze({
       version: (prev?.version ?? 0) + 1,
       mesh: prev && !meshChanged ? prev.mesh : deepFreeze({ ...this.mesh }),
-      services: patchMap(rebuild ? undefined : prev?.services, serviceUpdates),
-      endpoints: patchMap(rebuild ? undefined : prev?.endpoints, endpointUpdates),
-      configs: patchMap(rebuild ? undefined : prev?.configs, configUpdates),
+      services: PatchedMap.patch(rebuild ? undefined : prev?.services, serviceUpdates),
+      endpoints: PatchedMap.patch(rebuild ? undefined : prev?.endpoints, endpointUpdates),
+      configs: PatchedMap.patch(rebuild ? undefined : prev?.configs, configUpdates),
       problems,
       sources,
       changes: Object.freeze({ services: changedServices, endpoints: changedEndpoints, routing, full: meshChanged }),
     });
   }
-}
-
-/**
- * `base` with `updates` applied (undefined = delete), in key order as the full build's maps are. Shares `base`
- * when nothing changes; only an added key costs a merge of the two sorted key lists.
- */
-function patchMap<V>(base: ReadonlyMap<string, V> | undefined, updates: ReadonlyMap<string, V | undefined>): ReadonlyMap<string, V> {
-  if (base && updates.size === 0) return base;
-  const added = [...updates].filter(([k, v]) => v !== undefined && !base?.has(k)).map(([k]) => k).sort(compareStrings);
-  if (added.length === 0 && base) {
-    const out = new Map(base);
-    for (const [k, v] of updates) {
-      if (v === undefined) out.delete(k);
-      else out.set(k, v);
-    }
-    return out;
-  }
-  const out = new Map<string, V>();
-  let i = 0;
-  const take = (k: string, fallback: V | undefined): void => {
-    const v = updates.has(k) ? updates.get(k) : fallback;
-    if (v !== undefined) out.set(k, v);
-  };
-  for (const [k, v] of base ?? []) {
-    while (i < added.length && added[i]! < k) take(added[i]!, undefined), i++;
-    take(k, v);
-  }
-  while (i < added.length) take(added[i]!, undefined), i++;
-  return out;
 }
 
 /** Where a selector is filed: its namespace and its first label pair in key order (or the namespace alone if empty). */
