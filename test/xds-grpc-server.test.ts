@@ -12,7 +12,8 @@ import * as grpc from "@grpc/grpc-js";
 import * as grpcXds from "@grpc/grpc-js-xds";
 import { grpcBootstrap } from "@vmpilot/agent/bootstrap/grpc";
 import { parseAgentConfig, type AgentConfig } from "@vmpilot/agent/config";
-import { CertificateAuthority } from "@vmpilot/xds/ca/authority";
+import { CertificateAuthority, controlPlaneSpiffeId } from "@vmpilot/xds/ca/authority";
+import { SECURE_PORT_CHANNEL_OPTIONS, securePortChannelCredentials } from "@vmpilot/xds/ca/client";
 import { generateKeyAndCsr, parseCsr } from "@vmpilot/xds/ca/csr";
 import { peerIdentity } from "@vmpilot/xds/ca/identity";
 import { ResourceCache } from "@vmpilot/xds/cache";
@@ -23,7 +24,7 @@ import { TypeUrl } from "@vmpilot/xds/protos";
 import { setLogLevel } from "@vmpilot/registry/logger";
 import { call, ECHO_SERVICE, type EchoClient, type EchoReply, type EchoRequest } from "./helpers/echo.js";
 import { eventually, serviceEntry, TestControlPlane } from "./helpers/e2e.js";
-import { RawAdsClient } from "./helpers/raw-ads-client.js";
+import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 
 const BOOTSTRAP_OPTION = "grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config";
 const TRUST_DOMAIN = "cluster.local";
@@ -355,5 +356,64 @@ describe("proxyless gRPC servers (XdsServer, gRFC A36) end to end", function () 
       const res = await call(directTlsClient(ECHO_IP, echoPort, meshCert), {}, {}, 2000);
       return res.code === grpc.status.UNAVAILABLE ? true : undefined;
     });
+  });
+});
+
+describe("gRPC server listeners on the secure port: a node gets only the instances of the identity its certificate proves", function () {
+  this.timeout(60_000);
+  let tcp: TestControlPlane;
+  let stateDir: string;
+  const raws: RawAdsClient<"sotw">[] = [];
+  const echoName = grpcServerListenerName(ECHO_IP, 7070);
+  const billingName = grpcServerListenerName(BILLING_IP, 9090);
+
+  before(async function () {
+    stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "vmpilot-grpc-server-state-"));
+    tcp = await TestControlPlane.start(
+      () => new ResourceCache(),
+      {
+        "mesh.yaml": [
+          serviceEntry({ name: "echo", host: HOST, port: SERVICE_PORT, selector: { app: "echo" }, namespace: NS }),
+          workloadEntry("echo-1", ECHO_IP, 7070, "echo", "echo"),
+          serviceEntry({ name: "billing", host: "billing.shop.mesh", port: 9090, selector: { app: "billing" }, namespace: NS }),
+          workloadEntry("billing-1", BILLING_IP, 9090, "billing", "billing"),
+        ].join("---\n"),
+      },
+      "127.0.0.1:0",
+      { stateDir, secureAddr: "127.0.0.1:0" },
+    );
+  });
+
+  after(async function () {
+    for (const r of raws) r.close();
+    await tcp?.stop();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  /** A raw ADS stream on the secure port with a mesh certificate for shop/SA, asking for both server listeners. */
+  async function ask(certSa: string, metadata: Record<string, unknown>): Promise<{ names?: string[]; status?: string }> {
+    const spiffeId = spiffe(certSa);
+    const { keyPem, csrPem } = await generateKeyAndCsr(spiffeId);
+    const issued = await tcp.cp.meshCa!.authority.issue({ publicKey: (await parseCsr(csrPem)).publicKey, spiffeId });
+    const creds = securePortChannelCredentials({
+      rootCaPem: tcp.cp.meshCa!.authority.rootCertPem,
+      expectedServerSan: controlPlaneSpiffeId(TRUST_DOMAIN),
+      clientKeyCert: { keyPem, certChainPem: issued.certPem },
+    });
+    const raw = new RawAdsClient(tcp.cp.addresses.secure!, "sotw", creds, SECURE_PORT_CHANNEL_OPTIONS);
+    raws.push(raw);
+    raw.send({ node: testNode(`grpc~${certSa}`, { NAMESPACE: NS, PROXY_KIND: "grpc", ...metadata }), type_url: TypeUrl.Listener, resource_names: [echoName, billingName] });
+    try {
+      const r = await raw.next(10_000);
+      return { names: r.resources.map((x) => (decodeToJson("envoy.config.listener.v3.Listener", x.value) as { name: string }).name).sort() };
+    } catch {
+      return { status: grpc.status[(await raw.ended(10_000)).code] };
+    }
+  }
+
+  it("claiming another workload's IP gets nothing for it; claiming its service account is refused", async function () {
+    expect(await ask("echo", { SERVICE_ACCOUNT: "echo", INSTANCE_IPS: `${ECHO_IP},${BILLING_IP}` })).to.deep.equal({ names: [echoName] });
+    expect(await ask("echo", { SERVICE_ACCOUNT: "billing", INSTANCE_IPS: BILLING_IP })).to.deep.equal({ status: "PERMISSION_DENIED" });
+    expect(await ask("billing", { SERVICE_ACCOUNT: "billing", INSTANCE_IPS: BILLING_IP })).to.deep.equal({ names: [billingName] });
   });
 });
