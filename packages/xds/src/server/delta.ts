@@ -85,8 +85,30 @@ class Known {
   }
 }
 
+/**
+ * First subscriptions in use, shared by content: the sidecars of one scope subscribe to the same thousands of EDS
+ * names, and each would otherwise keep its own set of its own decoded strings. Entries go when no stream holds them.
+ */
+const sharedSubscriptions = new Map<string, WeakRef<Set<string>>>();
+const sharedSubscriptionGone = new FinalizationRegistry<string>((key) => {
+  if (!sharedSubscriptions.get(key)?.deref()) sharedSubscriptions.delete(key);
+});
+
+/** A set of `names`, the same object for every stream that subscribed to the same list (never changed: copy first). */
+function sharedNameSet(typeUrl: string, names: readonly string[]): Set<string> {
+  const key = `${typeUrl}\0${names.join("\0")}`;
+  const hit = sharedSubscriptions.get(key)?.deref();
+  if (hit) return hit;
+  const set = new Set(names);
+  sharedSubscriptions.set(key, new WeakRef(set));
+  sharedSubscriptionGone.register(set, key);
+  return set;
+}
+
 interface DeltaTypeState extends TypeState {
   clientHas: Known;
+  /** `names` is a shared set (sharedNameSet): copied before this stream's subscription changes. */
+  namesShared: boolean;
   /** The version of what the client has (ABSENT markers excluded): system_version_info. */
   hasVersion: SetVersion;
 }
@@ -105,7 +127,7 @@ function setHas(s: DeltaTypeState, name: string, version: string | EncodedResour
 }
 
 function newState(typeUrl: string): DeltaTypeState {
-  const state = { typeUrl, wildcard: false, names: new Set<string>(), hasVersion: new SetVersion(), force: false, gen: 0 } as Omit<DeltaTypeState, "clientHas"> as DeltaTypeState;
+  const state = { typeUrl, wildcard: false, names: new Set<string>(), namesShared: false, hasVersion: new SetVersion(), force: false, gen: 0 } as Omit<DeltaTypeState, "clientHas"> as DeltaTypeState;
   state.clientHas = new Known(state);
   return state;
 }
@@ -136,10 +158,16 @@ export class DeltaStream extends XdsStream {
       // Envoy's delta wildcard: an empty first subscription for LDS/CDS, or "*".
       const sub = req.resource_names_subscribe;
       state.wildcard = sub.includes("*") || (sub.length === 0 && COMPLETE_TYPES.has(req.type_url));
-      for (const n of sub) if (n !== "*") state.names.add(n);
-      if (!state.wildcard) for (const n of Object.keys(req.initial_resource_versions)) state.names.add(n);
+      const initial = Object.keys(req.initial_resource_versions);
+      if (initial.length === 0 && sub.length > 0) {
+        state.names = sharedNameSet(req.type_url, sub.includes("*") ? sub.filter((n) => n !== "*") : sub);
+        state.namesShared = true;
+      } else {
+        for (const n of sub) if (n !== "*") state.names.add(n);
+        if (!state.wildcard) for (const n of initial) state.names.add(n);
+      }
       // A fresh wildcard subscription is answered even when empty: Envoy waits for it to finish initialising.
-      state.force = state.wildcard && Object.keys(req.initial_resource_versions).length === 0;
+      state.force = state.wildcard && initial.length === 0;
       this.types.set(req.type_url, state);
       this.evaluate();
       return;
@@ -150,6 +178,10 @@ export class DeltaStream extends XdsStream {
       state.synced = undefined;
       // The shared base is read through the subscription: hold the record per stream while it changes.
       state.clientHas.materialize();
+      if (state.namesShared) {
+        state.names = new Set(state.names);
+        state.namesShared = false;
+      }
     }
     for (const n of req.resource_names_subscribe) {
       if (n === "*") state.wildcard = true;

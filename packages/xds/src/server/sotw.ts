@@ -25,6 +25,17 @@ interface SotwTypeState extends TypeState {
   lastNames?: readonly string[];
 }
 
+/**
+ * The explicit names of a request's list as a set. The request decoder hands every stream that restates the same
+ * bytes the same array (ads.ts), so streams of one scope share one set too. Never changed once made.
+ */
+const nameSets = new WeakMap<readonly string[], ReadonlySet<string>>();
+function nameSetOf(resourceNames: readonly string[]): Set<string> {
+  let set = nameSets.get(resourceNames);
+  if (!set) nameSets.set(resourceNames, (set = new Set(resourceNames.filter((n) => n !== "*"))));
+  return set as Set<string>;
+}
+
 export class SotwStream extends XdsStream {
   protected declare readonly types: Map<string, SotwTypeState>;
 
@@ -58,11 +69,16 @@ export class SotwStream extends XdsStream {
     const last = state.lastNames;
     if (!first && last && (last === resourceNames || (last.length === resourceNames.length && resourceNames.every((n, i) => n === last[i])))) return;
     state.lastNames = resourceNames;
-    const explicit = resourceNames.filter((n) => n !== "*");
+    const names = nameSetOf(resourceNames);
     // Legacy wildcard: an empty list for LDS/CDS (Envoy), or an explicit "*" for any type.
     const wildcard = resourceNames.includes("*") || (resourceNames.length === 0 && COMPLETE_TYPES.has(state.typeUrl) && (first || state.wildcard));
-    const names = new Set(explicit);
-    const grew = (wildcard && !state.wildcard) || explicit.some((n) => !state.names.has(n));
+    let grew = wildcard && !state.wildcard;
+    if (!grew)
+      for (const n of names)
+        if (!state.names.has(n)) {
+          grew = true;
+          break;
+        }
     if (!first && grew) state.force = true;
     if (wildcard !== state.wildcard || names.size !== state.names.size || grew) state.synced = undefined;
     state.wildcard = wildcard;
