@@ -11,7 +11,7 @@ import { xdsNode, type NodeKind } from "./bootstrap/node.js";
 import { caIssuer, CertificateRotator, type CertificateIssuer } from "./certs.js";
 import { controlPlaneTarget, type AgentConfig } from "./config.js";
 import { envoyReadiness, type EnvoyReadiness } from "./envoy-admin.js";
-import { GatewayCredentials } from "./gateway-credentials.js";
+import { GatewayCredentials, missingCredentialHint } from "./gateway-credentials.js";
 import { SdsServer } from "./sds-server.js";
 import { EnvoySupervisor } from "./envoy-supervisor.js";
 import { ensureDir, writeFileAtomic } from "./files.js";
@@ -150,7 +150,7 @@ export class Agent {
       // Before Envoy: its sds-grpc cluster connects to the socket, and credentials present now are served at once
       // (a missing one only keeps its own listener warming until its files appear).
       const credentialsDir = this.cfg.gateway.credentialsDir;
-      this.sds = new SdsServer({ logger: this.log, missingHint: (name) => `expected ${credentialsDir}/${name.replace(/-cacert$/, "")}/{cert,key${name.endsWith("-cacert") ? ",ca" : ""}}.pem` });
+      this.sds = new SdsServer({ logger: this.log, missingHint: (name) => missingCredentialHint(credentialsDir, name) });
       await this.sds.listen(credentialSdsSocket(this.cfg));
       this.credentials = new GatewayCredentials({ sourceDir: credentialsDir, sds: this.sds, legacySdsDir: this.cfg.output.credentialSdsDir, logger: this.log });
       await this.credentials.start();

@@ -52,6 +52,14 @@ export function credentialSecrets(c: GatewayCredential): Record<string, unknown>
   return out;
 }
 
+/** What to tell the operator about a secret Envoy asks for that is not served: which files would provide it. */
+export function missingCredentialHint(sourceDir: string, secret: string): string {
+  const ca = secret.endsWith(CA_SECRET_SUFFIX) && secret.length > CA_SECRET_SUFFIX.length;
+  const name = ca ? secret.slice(0, -CA_SECRET_SUFFIX.length) : secret;
+  if (!CREDENTIAL_NAME.test(name)) return `${JSON.stringify(name)} cannot be a credential directory name (${CREDENTIAL_NAME})`;
+  return `expected ${path.join(sourceDir, name)}/{${ca ? CA_FILE : `${CERT_FILE},${KEY_FILE}`}}`;
+}
+
 function pemCertificates(pem: string): X509Certificate[] {
   return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
 }

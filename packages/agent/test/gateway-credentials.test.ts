@@ -8,7 +8,7 @@ import { expect } from "chai";
 import { decodeToJson, encodeJson } from "@vmpilot/xds/protojson";
 import { xdsNode } from "../src/bootstrap/node.js";
 import { parseAgentConfig } from "../src/config.js";
-import { credentialSecrets, GatewayCredentials, readCredential } from "../src/gateway-credentials.js";
+import { credentialSecrets, GatewayCredentials, missingCredentialHint, readCredential } from "../src/gateway-credentials.js";
 import { SdsServer } from "../src/sds-server.js";
 import { keyPair, memoryLogger, tmpDir, until } from "./helpers.js";
 
@@ -65,6 +65,12 @@ describe("gateway credentials served as SDS secrets", function () {
     expect(await readCredential(path.join(src, "mixed"), "mixed")).to.equal("key.pem is not the key of the first certificate in cert.pem");
     put(src, "nokey", { "cert.pem": a.certPem });
     expect(await readCredential(path.join(src, "nokey"), "nokey")).to.equal("needs cert.pem and key.pem (missing key.pem)");
+  });
+
+  it("tells the operator which files would provide a secret Envoy asks for", () => {
+    expect(missingCredentialHint("/etc/vmpilot/credentials", "api-cert")).to.equal("expected /etc/vmpilot/credentials/api-cert/{cert.pem,key.pem}");
+    expect(missingCredentialHint("/etc/vmpilot/credentials", "api-cert-cacert")).to.equal("expected /etc/vmpilot/credentials/api-cert/{ca.pem}");
+    expect(missingCredentialHint("/etc/vmpilot/credentials", "kubernetes://api-cert")).to.match(/^"kubernetes:\/\/api-cert" cannot be a credential directory name/);
   });
 
   it("serves every complete credential directory, follows changes, holds back half-written updates, stops serving deleted ones", async () => {

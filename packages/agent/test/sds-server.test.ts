@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
-import { GatewayCredentials } from "../src/gateway-credentials.js";
+import { GatewayCredentials, missingCredentialHint } from "../src/gateway-credentials.js";
 import { SdsServer } from "../src/sds-server.js";
 import { keyPair, memoryLogger, tmpDir, until } from "./helpers.js";
 import { NODE, SECRET_TYPE_URL, SdsTestStream as Stream, sdsClientConstructor, secretNames as names, type J } from "./sds-client.js";
@@ -34,7 +34,7 @@ describe("agent SDS server (envoy.service.secret.v3.SecretDiscoveryService on a 
     socket = path.join(base, "out", "credentials", "sds.sock");
     fs.mkdirSync(src);
     log = memoryLogger();
-    sds = new SdsServer({ logger: log, missingHint: (n) => `expected ${src}/${n}/{cert,key}.pem` });
+    sds = new SdsServer({ logger: log, missingHint: (n) => missingCredentialHint(src, n) });
     await sds.listen(socket);
     // A long rescan period: what follows must be noticed by the watcher, not by the safety net.
     creds = new GatewayCredentials({ sourceDir: src, sds, logger: log, rescanMs: 600_000 });
@@ -94,11 +94,13 @@ describe("agent SDS server (envoy.service.secret.v3.SecretDiscoveryService on a 
     expect(names(r1)).to.deep.equal(["present"]);
     expect(r1.secrets[0]!.tls_certificate).to.deep.equal({ certificate_chain: { inline_string: present.certPem }, private_key: { inline_string: present.keyPem } });
     expect(r1.nonce).to.not.equal("");
-    await until("the missing secret to be logged once", () => log.lines.some((l) => l.includes('Envoy asks for secret "missing", which is not served')));
+    await until("the missing secret to be logged", () => log.lines.some((l) => l.includes(`Envoy asks for secret "missing", which is not served (expected ${src}/missing/{cert.pem,key.pem})`)));
 
     // ACK; then the missing credential's files appear: pushed within 2 s, and nothing else is re-sent.
     s.send({ version_info: r1.version_info, response_nonce: r1.nonce, resource_names: ["present", "missing"] });
     const firstPresentVersion = await until("the ACK to be recorded", () => sds.status().streams[0]?.acked.present);
+    // Once per name, not on every request that restates it.
+    expect(log.lines.filter((l) => l.includes('Envoy asks for secret "missing"'))).to.have.length(1);
     const missing = await keyPair("missing.example.com");
     const ca = await keyPair("client CA");
     put(src, "missing", { "cert.pem": missing.certPem, "key.pem": missing.keyPem, "ca.pem": ca.certPem });
