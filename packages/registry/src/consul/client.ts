@@ -1,4 +1,5 @@
-// The two reads the source needs, over the `consul` npm client, returning body plus the blocking-query headers.
+// The two reads the source needs, over the `consul` npm client, returning body plus the blocking-query headers;
+// and the agent writes the auto-registration publisher makes (service register/deregister, TTL check updates).
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { Agent as HttpAgent } from "node:http";
@@ -7,6 +8,17 @@ import Consul from "consul";
 import { consulDuration, type ResolvedConsulOptions } from "./config.js";
 import type { ConsulHealthEntry } from "./convert.js";
 import type { QueryMeta, QueryResult } from "./watch.js";
+
+/** An agent service registration as the `consul` client takes it (its keys are Consul's, any case). */
+export interface AgentServiceRegistration {
+  ID: string;
+  Name: string;
+  Address: string;
+  Port: number;
+  Tags: string[];
+  Meta: Record<string, string>;
+  Checks: { CheckID: string; Name: string; Notes?: string; TTL: string; Status: string; DeregisterCriticalServiceAfter?: string }[];
+}
 
 /** `/v1/catalog/services`: service name -> tags. */
 export type CatalogServices = Record<string, string[]>;
@@ -79,6 +91,34 @@ export class ConsulHttp {
     return this.read(what, (o) => this.consul.health.service(o as never), { service: name, passing: false }, index, signal) as Promise<
       QueryResult<ConsulHealthEntry[]>
     >;
+  }
+
+  /** `PUT /v1/agent/service/register` (needs `service:write` on the service name). */
+  async registerService(registration: AgentServiceRegistration): Promise<void> {
+    await this.write("PUT /v1/agent/service/register", (o) => this.consul.agent.service.register(o as never), { ...registration });
+  }
+
+  /** `PUT /v1/agent/service/deregister/:id`; its checks go with it. */
+  async deregisterService(id: string): Promise<void> {
+    await this.write(`PUT /v1/agent/service/deregister/${id}`, (o) => this.consul.agent.service.deregister(o as never), { id });
+  }
+
+  /** `PUT /v1/agent/check/pass|warn|fail/:id?note=`: sets a TTL check's status and output, and restarts its TTL. */
+  async updateTtlCheck(id: string, status: "passing" | "warning" | "critical", note: string): Promise<void> {
+    const check = this.consul.agent.check;
+    const call = status === "passing" ? check.pass : status === "warning" ? check.warn : check.fail;
+    await this.write(`PUT /v1/agent/check/${status === "passing" ? "pass" : status === "warning" ? "warn" : "fail"}/${id}`, (o) => call.call(check, o as never), { id, note });
+  }
+
+  private async write(what: string, call: (options: Record<string, unknown>) => Promise<unknown>, base: Record<string, unknown>): Promise<void> {
+    const options: Record<string, unknown> = { ...base, timeout: this.opts.requestTimeout };
+    const token = this.token();
+    if (token) options.token = token;
+    try {
+      await call(options);
+    } catch (err) {
+      throw describe(err, what);
+    }
   }
 
   private async read(

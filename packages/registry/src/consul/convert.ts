@@ -27,7 +27,7 @@ export interface ConsulHealthEntry {
     Weights?: { Passing?: number; Warning?: number } | null;
     ModifyIndex?: number;
   };
-  Checks?: { CheckID: string; Status: string; ServiceID?: string; Name?: string }[] | null;
+  Checks?: { CheckID: string; Status: string; ServiceID?: string; Name?: string; Output?: string; ModifyIndex?: number }[] | null;
 }
 
 export interface ConvertContext {

@@ -13,3 +13,17 @@ export {
   type ConvertedService,
 } from "./convert.js";
 export { BlockingWatch, nextIndex, backoffDelay, type QueryFn, type QueryMeta, type QueryResult, type BlockingWatchOptions } from "./watch.js";
+export {
+  AUTO_REGISTERED_META,
+  AUTO_REGISTERED_TAG,
+  registrationOf,
+  remoteWorkloadOf,
+  isAutoRegisteredInstance,
+  serviceIdOf,
+  livenessCheckId,
+  healthCheckId,
+  consulServiceName,
+  sanitizeReplicaName,
+  type WorkloadRegistrationOptions,
+} from "./workload-records.js";
+export { ConsulWorkloadPublisher, type WorkloadPublisherOptions } from "./workload-publisher.js";

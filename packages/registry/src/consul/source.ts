@@ -1,12 +1,19 @@
 // The Consul catalog as a registry source: a blocking watch on the service list, one on each service's health,
 // each answer converted and kept. Errors never remove anything: the last good catalog stays, marked stale.
+//
+// Instances vmpilot registered for auto-registered workloads (workload-records.ts: meta `vmpilot-auto-registered`)
+// are not Consul mesh services: they are split off each answer and handed out as RemoteWorkloads
+// (`remoteWorkloads()`, event `workloads`), which the auto-registration source turns back into WorkloadEntries.
+// They ride on the same blocking queries, so they follow the same index, backoff and keep-on-error rules.
 import { EventEmitter } from "node:events";
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import type { RemoteWorkload } from "../auto-registration.js";
 import type { ConfigProblem, Endpoint, Service, SourceState, SourceStatus, RegistrySource } from "../model.js";
 import { ConsulHttp, consulStatusCode, type CatalogServices } from "./client.js";
 import { resolveConsulOptions, type ConsulSourceOptions, type ResolvedConsulOptions } from "./config.js";
 import { convertConsulService, isRoutableConsulService, type ConsulHealthEntry, type ConvertedService } from "./convert.js";
 import { BlockingWatch, type QueryMeta, type QueryResult } from "./watch.js";
+import { isAutoRegisteredInstance, remoteWorkloadOf } from "./workload-records.js";
 
 /** Minimal logger (winston's Logger fits). */
 export interface ConsulLogger {
@@ -25,6 +32,10 @@ interface ServiceEntry {
   /** Undefined until the first answer; `null` once converted to nothing (not a destination). */
   converted?: ConvertedService | null;
   fingerprint?: string;
+  /** Auto-registered workloads among the instances (other replicas' and our own). */
+  workloads?: RemoteWorkload[];
+  workloadProblems?: ConfigProblem[];
+  workloadFingerprint?: string;
 }
 
 export class ConsulSource extends EventEmitter implements RegistrySource {
@@ -48,6 +59,8 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   private cached: SourceState | undefined;
   private metaFingerprint = "";
   private emitScheduled = false;
+  private workloadsCached: RemoteWorkload[] | undefined;
+  private workloadsEmitScheduled = false;
 
   constructor(options: ConsulSourceOptions, logger?: ConsulLogger) {
     super();
@@ -65,6 +78,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     this.running = true;
     // A start after stop() syncs afresh: the watches of the previous run are gone.
     this.services.clear();
+    this.workloadsCached = undefined;
     this.failures.clear();
     this.filteredByAcls.clear();
     this.catalogIndex = 0;
@@ -112,12 +126,23 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     return this.cached;
   }
 
+  /**
+   * Every auto-registered workload instance in the catalog as last read (all replicas', ours included). Kept
+   * through failures like everything else; a service that a successful answer no longer lists takes its with it.
+   */
+  remoteWorkloads(): readonly RemoteWorkload[] {
+    this.workloadsCached ??= [...this.services.keys()].sort().flatMap((n) => this.services.get(n)!.workloads ?? []);
+    return this.workloadsCached;
+  }
+
   private build(): SourceState {
     const services: Service[] = [];
     const endpoints = new Map<string, readonly Endpoint[]>();
     const problems: ConfigProblem[] = [...this.sourceProblems()];
     for (const name of [...this.services.keys()].sort()) {
       const c = this.services.get(name)!.converted;
+      const wp = this.services.get(name)!.workloadProblems;
+      if (wp) problems.push(...wp);
       if (!c) continue;
       services.push(c.service);
       endpoints.set(c.service.key, c.endpoints);
@@ -166,6 +191,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
       this.filteredByAcls.delete(healthKey(name));
       void entry.watch.stop();
       if (entry.converted) this.invalidate();
+      if (entry.workloads?.length) this.workloadsChanged();
     }
     for (const name of names) if (!this.services.has(name)) this.watchService(name);
     this.refreshMeta();
@@ -195,9 +221,14 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   private onHealth(name: string, r: QueryResult<ConsulHealthEntry[]>): void {
     const entry = this.services.get(name)!;
     this.noteSuccess(healthKey(name), r.meta);
-    const entries = Array.isArray(r.body) ? r.body : [];
-    const converted =
-      convertConsulService(name, entries, {
+    const all = Array.isArray(r.body) ? r.body : [];
+    const entries = all.filter((e) => !isAutoRegisteredInstance(e));
+    this.noteWorkloads(name, entry, all.filter(isAutoRegisteredInstance));
+    // A service whose instances are all vmpilot's registrations is not a Consul mesh service.
+    const onlyWorkloads = all.length > 0 && entries.length === 0;
+    const converted = onlyWorkloads
+      ? null
+      : convertConsulService(name, entries, {
         domain: this.options.domain,
         namespace: this.options.namespace,
         trustDomain: this.options.trustDomain,
@@ -212,6 +243,36 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
       this.invalidate();
     }
     this.refreshMeta();
+  }
+
+  private noteWorkloads(name: string, entry: ServiceEntry, instances: ConsulHealthEntry[]): void {
+    const workloads: RemoteWorkload[] = [];
+    const problems: ConfigProblem[] = [];
+    for (const e of instances) {
+      const w = remoteWorkloadOf(e);
+      if (typeof w === "string") {
+        problems.push({ severity: "warning", message: `Consul service ${name}: ${w}`, file: this.options.address, line: 0, column: 0 });
+      } else workloads.push(w);
+    }
+    const fp = JSON.stringify([workloads, problems]);
+    if (fp === entry.workloadFingerprint) return;
+    const hadProblems = (entry.workloadProblems?.length ?? 0) > 0 || problems.length > 0;
+    entry.workloads = workloads;
+    entry.workloadProblems = problems.length > 0 ? problems : undefined;
+    entry.workloadFingerprint = fp;
+    if (hadProblems) this.invalidate();
+    this.workloadsChanged();
+  }
+
+  /** Coalesces `workloads` events like `change`. */
+  private workloadsChanged(): void {
+    this.workloadsCached = undefined;
+    if (this.workloadsEmitScheduled || !this.running) return;
+    this.workloadsEmitScheduled = true;
+    setImmediate(() => {
+      this.workloadsEmitScheduled = false;
+      if (this.running) this.emit("workloads");
+    });
   }
 
   private noteSuccess(key: string, meta: QueryMeta): void {

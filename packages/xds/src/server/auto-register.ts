@@ -4,23 +4,122 @@
 //
 // Streams are admitted (and, on the secure port, their certificate checked against NAMESPACE and
 // SERVICE_ACCOUNT) before `connected` runs, so what the view claims is what the certificate proves there.
+//
+// With Consul configured (DESIGN.md "Scale-out"), this is also where the two Consul halves meet the source:
+// the ConsulWorkloadPublisher registers this replica's workloads (agent services with TTL checks, renewed
+// here, deregistered by Consul after the grace period once nobody renews them), and the ConsulSource's
+// read-back of every replica's registrations feeds `setRemote`, so every replica serves every workload.
+// The read-back is applied only once that ConsulSource has synced: a fresh one (startup, a SIGHUP that
+// replaced the sources) has seen only part of the catalog, and handing that on would drop the other entries.
+import os from "node:os";
+import { randomBytes } from "node:crypto";
 import { AutoRegistrationSource, DEFAULT_CLEANUP_GRACE_PERIOD_MS, type WorkloadConnection } from "@vmpilot/registry/auto-registration";
+import { ConsulWorkloadPublisher, sanitizeReplicaName, type ConsulSource, type ConsulSourceOptions } from "@vmpilot/registry/consul/index";
 import type { RegistrySnapshot } from "@vmpilot/registry";
 import { createLogger, type Logger } from "@vmpilot/registry/logger";
 import type { HealthReport, XdsStream } from "./stream.js";
 
 export interface AutoRegistrarOptions {
   cleanupGracePeriodMs?: number;
+  /** This replica's name in Consul (default: host name plus a random suffix, new on every start). */
+  replica?: string;
   log?: Logger;
 }
 
+/** How workloads are published to Consul (server config `autoRegistration.consul`). */
+export interface ConsulPublishing {
+  /** The Consul connection (the server's `consul:` section). */
+  consul: ConsulSourceOptions;
+  /** Default true: register in Consul whenever Consul is configured. */
+  register?: boolean;
+  /** TTL of the registrations' checks; renewed every third of it. Default 30 s. */
+  ttlMs?: number;
+  /** Consul service name = prefix + group name. Default none. */
+  servicePrefix?: string;
+}
+
+export const DEFAULT_CONSUL_TTL_MS = 30_000;
+
 export class AutoRegistrar {
   readonly source: AutoRegistrationSource;
+  readonly replica: string;
   private readonly log: Logger;
+  private consulSource: ConsulSource | undefined;
+  private readonly onConsul = (): void => this.readBack();
+  private publishing: ConsulPublishing | undefined;
+  private publisher: ConsulWorkloadPublisher | undefined;
+  private publisherKey: string | undefined;
+  private readonly onLocal = (): void => this.publisher?.notify();
 
   constructor(opts: AutoRegistrarOptions = {}) {
     this.log = opts.log ?? createLogger("auto-registration");
-    this.source = new AutoRegistrationSource({ cleanupGracePeriodMs: opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS, logger: this.log });
+    this.replica = sanitizeReplicaName(opts.replica ?? `${os.hostname()}-${randomBytes(3).toString("hex")}`);
+    this.source = new AutoRegistrationSource({ cleanupGracePeriodMs: opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS, logger: this.log, replica: this.replica });
+    this.source.on("local", this.onLocal);
+  }
+
+  /** The publisher writing this replica's workloads to Consul, if any. */
+  get consulPublisher(): ConsulWorkloadPublisher | undefined {
+    return this.publisher;
+  }
+
+  /**
+   * Reads other replicas' workloads from `source` and publishes ours as `publishing` says; undefined for
+   * either turns that half off. Called whenever the control plane builds a registry.
+   */
+  useConsul(source: ConsulSource | undefined, publishing: ConsulPublishing | undefined): void {
+    if (this.consulSource !== source) {
+      this.consulSource?.off("workloads", this.onConsul);
+      this.consulSource?.off("change", this.onConsul);
+      this.consulSource = source;
+      source?.on("workloads", this.onConsul);
+      source?.on("change", this.onConsul);
+      // No Consul any more: other replicas' workloads cannot be known.
+      if (!source) this.source.setRemote([]);
+    }
+    this.publishing = publishing;
+    this.restartPublisher();
+  }
+
+  /** Stops publishing (registrations are left to expire: see ConsulWorkloadPublisher). */
+  async close(): Promise<void> {
+    this.consulSource?.off("workloads", this.onConsul);
+    this.consulSource?.off("change", this.onConsul);
+    this.consulSource = undefined;
+    const p = this.publisher;
+    this.publisher = undefined;
+    this.publisherKey = undefined;
+    await p?.stop();
+  }
+
+  private readBack(): void {
+    const s = this.consulSource;
+    if (!s || !s.current().status.synced) return;
+    this.source.setRemote(s.remoteWorkloads());
+  }
+
+  private restartPublisher(): void {
+    const p = this.publishing;
+    const wanted = p && p.register !== false;
+    const options = wanted
+      ? {
+          consul: p.consul,
+          replica: this.replica,
+          servicePrefix: p.servicePrefix ?? "",
+          ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
+          deregisterAfterMs: this.source.gracePeriod,
+        }
+      : undefined;
+    const key = options ? JSON.stringify(options) : undefined;
+    if (key === this.publisherKey) return;
+    const old = this.publisher;
+    this.publisher = undefined;
+    this.publisherKey = key;
+    void old?.stop();
+    if (!options) return;
+    this.publisher = new ConsulWorkloadPublisher({ ...options, logger: this.log }, () => this.source.published());
+    this.publisher.start();
+    this.log.info(`auto-registered workloads are registered in Consul as replica ${this.replica}`, { consul: options.consul.address, ttlMs: options.ttlMs });
   }
 
   connected(stream: XdsStream): void {
@@ -44,6 +143,8 @@ export class AutoRegistrar {
 
   setGracePeriod(ms: number): void {
     this.source.setGracePeriod(ms);
+    // DeregisterCriticalServiceAfter follows it.
+    this.restartPublisher();
   }
 }
 

@@ -28,8 +28,11 @@ export interface ServerConfig {
   debounce: { quietMs: number; maxMs: number };
   /** Close client connections after about this long (GOAWAY, then 10 s grace), so proxies spread over new replicas. 0 = never. */
   maxConnectionAgeMs: number;
-  /** WorkloadGroup auto-registration: how long an entry outlives its workload's last xDS stream (Istio's PILOT_WORKLOAD_ENTRY_GRACE_PERIOD). */
-  autoRegistration: { cleanupGracePeriodMs: number };
+  /**
+   * WorkloadGroup auto-registration: how long an entry outlives its workload's last xDS stream (Istio's
+   * PILOT_WORKLOAD_ENTRY_GRACE_PERIOD), and, when Consul is configured, how entries are shared through it.
+   */
+  autoRegistration: { cleanupGracePeriodMs: number; consul?: AutoRegistrationConsulConfig };
 }
 
 /** What flags can set; undefined = not given (the file or the default applies). */
@@ -42,6 +45,18 @@ export interface ServerFlags {
   httpAddr?: string;
   stateDir?: string;
   insecure?: boolean;
+}
+
+/** `autoRegistration.consul`: registering this replica's workloads in Consul so every replica serves them. */
+export interface AutoRegistrationConsulConfig {
+  /** Default true (whenever `consul:` is configured); false keeps entries in this replica only. */
+  register?: boolean;
+  /** TTL of the registrations' checks, renewed every third of it. Default 30 s. */
+  ttlMs?: number;
+  /** Prepended to the WorkloadGroup name to make the Consul service name (one ACL service_prefix rule). */
+  servicePrefix?: string;
+  /** This replica's name in Consul (default: host name plus a random suffix). Must differ between replicas. */
+  replica?: string;
 }
 
 /** The `consul:` section: the source's options plus how the server treats the source. */
@@ -165,8 +180,32 @@ export const DEFAULT_AUTO_REGISTRATION_GRACE_MS = 10_000;
 function parseAutoRegistration(v: unknown, where: string): ServerConfig["autoRegistration"] {
   if (v === undefined || v === null) return { cleanupGracePeriodMs: DEFAULT_AUTO_REGISTRATION_GRACE_MS };
   if (!isObj(v)) throw new ServerConfigError(`${where}: expected a mapping`);
-  checkKeys(v, ["cleanupGracePeriod"], where);
-  return { cleanupGracePeriodMs: duration(v, "cleanupGracePeriod", where) ?? DEFAULT_AUTO_REGISTRATION_GRACE_MS };
+  checkKeys(v, ["cleanupGracePeriod", "consul"], where);
+  const out: ServerConfig["autoRegistration"] = { cleanupGracePeriodMs: duration(v, "cleanupGracePeriod", where) ?? DEFAULT_AUTO_REGISTRATION_GRACE_MS };
+  const c = v.consul;
+  if (c !== undefined && c !== null) {
+    const w = `${where}.consul`;
+    if (!isObj(c)) throw new ServerConfigError(`${w}: expected a mapping`);
+    checkKeys(c, ["register", "ttl", "servicePrefix", "replica"], w);
+    const consul: AutoRegistrationConsulConfig = {};
+    const register = bool(c, "register", w);
+    if (register !== undefined) consul.register = register;
+    const ttl = duration(c, "ttl", w);
+    if (ttl !== undefined) {
+      // Consul's TTL timer is in its own units; under a second renewals would race their own expiry.
+      if (ttl < 1000) throw new ServerConfigError(`${w}.ttl: at least 1s`);
+      consul.ttlMs = ttl;
+    }
+    const prefix = c.servicePrefix;
+    if (prefix !== undefined && prefix !== null) {
+      if (typeof prefix !== "string" || !/^[a-z0-9-]*$/.test(prefix)) throw new ServerConfigError(`${w}.servicePrefix: expected lower-case letters, digits and '-'`);
+      consul.servicePrefix = prefix;
+    }
+    const replica = str(c, "replica", w);
+    if (replica) consul.replica = replica;
+    out.consul = consul;
+  }
+  return out;
 }
 
 /**

@@ -93,7 +93,8 @@ export class ControlPlane {
     this.config = opts.config;
     this.log = opts.log ?? createLogger("control-plane");
     this.cache = opts.createCache();
-    this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: opts.config.autoRegistration.cleanupGracePeriodMs });
+    const ar = opts.config.autoRegistration;
+    this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: ar.cleanupGracePeriodMs, ...(ar.consul?.replica ? { replica: ar.consul.replica } : {}) });
     this.registry = this.buildRegistry(opts.config);
     this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current(), configDirs: () => this.config.configDirs });
     const onHealth = opts.onHealthReport;
@@ -252,6 +253,7 @@ export class ControlPlane {
       }
       this.registry.off("snapshot", this.onSnapshot);
       await this.registry.stop();
+      await this.autoRegistration.close();
     })();
     return this.stopping;
   }
@@ -259,10 +261,15 @@ export class ControlPlane {
   private buildRegistry(cfg: ServerConfig): Registry {
     const sources: RegistrySource[] = [...(this.opts.sources ?? []), this.autoRegistration.source];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
+    let consulSource: ConsulSource | undefined;
     if (cfg.consul) {
       const { waitForSync: _serverSide, ...consul } = cfg.consul;
-      sources.push(new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul }, createLogger("consul-source")));
+      consulSource = new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul }, createLogger("consul-source"));
+      sources.push(consulSource);
     }
+    // Auto-registered workloads go through the same Consul (DESIGN.md "Scale-out").
+    const ar = cfg.autoRegistration.consul;
+    this.autoRegistration.useConsul(consulSource, consulSource ? { consul: consulSource.options, ...ar } : undefined);
     return new Registry({ sources, mesh: cfg.mesh });
   }
 

@@ -1,0 +1,243 @@
+// Keeps the Consul agent in step with this replica's auto-registered workloads (workload-records.ts says what one
+// registration holds): registers a workload when it appears or its facts change, sets its two TTL checks when
+// their status changes and renews them every TTL/3 (so one lost renewal does not expire them), deregisters it when
+// the local source drops it (grace period over, group gone).
+//
+// It reconciles instead of replaying events: every pass compares what the source publishes with what it believes
+// Consul holds. A TTL update answered 404 (the agent lost or reaped the service: a Consul restart without its data,
+// or this replica was cut off from Consul longer than TTL + grace period) forgets the belief, and the next pass
+// registers the workload again. Failures are retried on the next renewal tick; nothing is lost meanwhile, the
+// local source keeps serving its entries.
+//
+// stop() deregisters nothing, on purpose: a replica that shuts down (or is killed) leaves its registrations to
+// expire. Proxies it drained reconnect elsewhere, and that replica's connected registration describes them at
+// once; the others turn UNHEALTHY after the TTL and are removed by Consul after the grace period, exactly as if
+// the replica had died, which no code here could handle anyway.
+import { readFileSync } from "node:fs";
+import type { PublishedWorkload } from "../auto-registration.js";
+import { ConsulHttp, consulStatusCode, type AgentServiceRegistration } from "./client.js";
+import { resolveConsulOptions, type ConsulSourceOptions } from "./config.js";
+import type { ConsulLogger } from "./source.js";
+import {
+  healthCheckId,
+  healthCheckOf,
+  livenessCheckId,
+  livenessOf,
+  registrationFingerprint,
+  registrationOf,
+  type CheckState,
+  type WorkloadRegistrationOptions,
+} from "./workload-records.js";
+
+export interface WorkloadPublisherOptions extends WorkloadRegistrationOptions {
+  /** The Consul connection (address, token file, TLS, request timeout) the ConsulSource uses too. */
+  consul: ConsulSourceOptions;
+  /** Writes in flight at once. Default 8. */
+  concurrency?: number;
+  logger?: ConsulLogger;
+}
+
+/** What this replica believes the agent holds for one workload. */
+interface Held {
+  id: string;
+  fingerprint: string;
+  live: CheckState;
+  health: CheckState;
+}
+
+const silent: ConsulLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
+
+export class ConsulWorkloadPublisher {
+  private readonly http: ConsulHttp;
+  private readonly log: ConsulLogger;
+  private readonly held = new Map<string, Held>();
+  private readonly tokenFile: string | undefined;
+  private token: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private current: Promise<void> | undefined;
+  private again = false;
+  private renewDue = false;
+  private scheduled = false;
+  private failure: string | undefined;
+  /** Passes completed (tests and /debug views wait on it). */
+  passes = 0;
+
+  constructor(
+    readonly options: WorkloadPublisherOptions,
+    private readonly workloads: () => readonly PublishedWorkload[],
+  ) {
+    const resolved = resolveConsulOptions(options.consul);
+    this.tokenFile = resolved.tokenFile;
+    this.http = new ConsulHttp(resolved, () => this.token);
+    this.log = options.logger ?? silent;
+  }
+
+  /** Registrations this replica holds in Consul (workload key -> service ID). */
+  registrations(): Map<string, string> {
+    return new Map([...this.held].map(([k, h]) => [k, h.id]));
+  }
+
+  /** The last write failure, cleared by a pass without one. */
+  get lastError(): string | undefined {
+    return this.failure;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const period = Math.max(Math.floor(this.options.ttlMs / 3), 50);
+    this.timer = setInterval(() => {
+      this.renewDue = true;
+      this.notify();
+    }, period);
+    this.timer.unref();
+    this.notify();
+  }
+
+  /** The local workloads changed: reconcile soon (coalesced). */
+  notify(): void {
+    if (!this.running) return;
+    if (this.current) {
+      this.again = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (!this.running || this.current) return;
+      this.current = this.loop().finally(() => (this.current = undefined));
+    });
+  }
+
+  /** Resolves once every change notified so far has been attempted. */
+  async settled(): Promise<void> {
+    while (this.current || this.scheduled) {
+      await (this.current ?? new Promise((r) => setImmediate(r)));
+    }
+  }
+
+  /** Stops renewing. Deregisters nothing (see the header). */
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.current;
+    this.http.destroy();
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      await this.pass();
+    } while (this.again && this.running);
+  }
+
+  private async pass(): Promise<void> {
+    if (this.tokenFile && !this.readToken()) return;
+    const renew = this.renewDue;
+    this.renewDue = false;
+    const o = this.options;
+    const desired = new Map(this.workloads().map((p) => [p.key, p]));
+    const ops: (() => Promise<void>)[] = [];
+    const errors: string[] = [];
+    const attempt = async (what: string, fn: () => Promise<void>, on404?: () => void): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        if (consulStatusCode(err) === 404 && on404) return on404();
+        errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+
+    for (const [key, p] of desired) {
+      const reg = registrationOf(p, o);
+      const fp = registrationFingerprint(reg);
+      const h = this.held.get(key);
+      if (!h || h.fingerprint !== fp) {
+        ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp, p)));
+        continue;
+      }
+      const live = livenessOf(p, o);
+      const health = healthCheckOf(p);
+      const lost = () => {
+        // The agent no longer has it: register it again on the next pass.
+        if (this.held.get(key) === h) this.held.delete(key);
+        this.log.info(`consul: registration ${h.id} is gone from the agent; registering it again`);
+        this.again = true;
+      };
+      if (renew || !sameCheck(h.live, live)) {
+        ops.push(() => attempt(`update ${livenessCheckId(h.id)}`, async () => {
+          await this.http.updateTtlCheck(livenessCheckId(h.id), live.status, live.output);
+          h.live = live;
+        }, lost));
+      }
+      if (renew || !sameCheck(h.health, health)) {
+        ops.push(() => attempt(`update ${healthCheckId(h.id)}`, async () => {
+          await this.http.updateTtlCheck(healthCheckId(h.id), health.status, health.output);
+          h.health = health;
+        }, lost));
+      }
+    }
+    for (const [key, h] of this.held) {
+      if (desired.has(key)) continue;
+      ops.push(() =>
+        attempt(
+          `deregister ${h.id}`,
+          async () => {
+            await this.http.deregisterService(h.id);
+            if (this.held.get(key) === h) this.held.delete(key);
+            this.log.info(`consul: deregistered auto-registered workload ${key} (${h.id})`);
+          },
+          () => {
+            if (this.held.get(key) === h) this.held.delete(key);
+          },
+        ),
+      );
+    }
+    await runLimited(ops, this.options.concurrency ?? 8);
+    this.passes++;
+    if (errors.length > 0) {
+      const message = `${errors.length} Consul write(s) failed, first: ${errors[0]}`;
+      if (this.failure === undefined) this.log.warn(`consul: ${message}; retrying every renewal period, entries keep being served`);
+      this.failure = message;
+    } else if (this.failure !== undefined) {
+      this.log.info("consul: auto-registration writes succeed again");
+      this.failure = undefined;
+    }
+  }
+
+  private async register(key: string, reg: AgentServiceRegistration, fingerprint: string, p: PublishedWorkload): Promise<void> {
+    await this.http.registerService(reg);
+    const fresh = !this.held.has(key);
+    this.held.set(key, { id: reg.ID, fingerprint, live: livenessOf(p, this.options), health: healthCheckOf(p) });
+    if (fresh) this.log.info(`consul: registered auto-registered workload ${key} as ${reg.Name} (${reg.ID})`);
+  }
+
+  /** False (and no pass) while the token file cannot be read: an anonymous write would only be denied. */
+  private readToken(): boolean {
+    try {
+      const t = readFileSync(this.tokenFile!, "utf8").trim();
+      this.token = t === "" ? undefined : t;
+      return t !== "";
+    } catch (err) {
+      const message = `cannot read Consul ACL token file ${this.tokenFile}: ${(err as Error).message}`;
+      if (this.failure !== message) this.log.warn(`consul: ${message}; auto-registered workloads are not published`);
+      this.failure = message;
+      return false;
+    }
+  }
+}
+
+function sameCheck(a: CheckState, b: CheckState): boolean {
+  return a.status === b.status && a.output === b.output;
+}
+
+async function runLimited(ops: (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < ops.length) await ops[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, ops.length) }, worker));
+}
