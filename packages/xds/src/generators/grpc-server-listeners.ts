@@ -32,6 +32,8 @@
 // namespace), for the service port this instance serves, top level and portLevelSettings (subsets are a caller's
 // choice; a server cannot answer plaintext to some and mTLS to others on one port: gRPC's server-side filter chain
 // match cannot tell TLS from plaintext, which is also why Istio's grpcgen turns PERMISSIVE into plaintext).
+// The rule's exportTo does not narrow this: a server cannot answer differently by the caller's namespace, so a
+// caller that does not see the rule (another namespace, exportTo ".") needs an ISTIO_MUTUAL rule of its own.
 // ISTIO_MUTUAL gives the filter chain a DownstreamTlsContext that presents the workload certificate and requires
 // a client certificate from the mesh root, both from the bootstrap's certificate provider instance `default`
 // (gRFC A29; the agent's `file_watcher` over the files it rotates). Anything else serves plaintext. When the
