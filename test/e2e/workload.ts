@@ -10,8 +10,9 @@
 // --listen: an echo server on the host's address with mTLS from the agent's certificate files (grpc-js's
 //   FileWatcherCertificateProvider, configured exactly as the bootstrap's `certificate_providers.default`). It
 //   requires a client certificate from the mesh root and answers with its own name and the caller's SPIFFE id.
-//   Plain TLS credentials rather than xDS server credentials: the control plane serves no gRPC server
-//   listeners (`grpc/server?xds.resource.listening_address=...`), and the client side is where xDS decides TLS.
+//   Plain TLS credentials rather than an XdsServer: this testbed is about the network between hosts (discovery,
+//   mTLS, a cut link, a control-plane restart); xDS-configured servers (`grpc/server?xds.resource.listening_address=`
+//   listeners) are proven on loopback by test/xds-grpc-server.test.ts.
 // --call: a client on `xds:///HOST:PORT` through @grpc/grpc-js-xds with XdsChannelCredentials, so whether it
 //   speaks mTLS, with which certificate and which server SANs it accepts, is the control plane's cluster
 //   config (DestinationRule ISTIO_MUTUAL -> certificate provider instances + SAN matchers). One call per target
