@@ -1,0 +1,365 @@
+// Auto-registered workloads through Consul, below the xDS server: the merge rules of the auto-registration source
+// (local workload + other replicas' registrations), and the real write/read loop against the Consul HTTP API
+// simulator: ConsulWorkloadPublisher registers, renews, updates and deregisters agent services; ConsulSource reads
+// them back as remote workloads (not as Consul mesh services); TTL expiry and DeregisterCriticalServiceAfter do the
+// rest when a replica stops renewing.
+import { expect } from "chai";
+import { AutoRegistrationSource, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
+import { ConsulSource } from "../src/consul/source.js";
+import { ConsulWorkloadPublisher } from "../src/consul/workload-publisher.js";
+import { healthCheckId, livenessCheckId, registrationOf, remoteWorkloadOf, serviceIdOf } from "../src/consul/workload-records.js";
+import type { ConsulHealthEntry } from "../src/consul/convert.js";
+import { setLogLevel } from "../src/logger.js";
+import { type AnyConfig, configKey } from "../src/model.js";
+import { parseDocuments } from "../src/parse/index.js";
+import { ConsulSimulator } from "../../../test/consul-simulator.js";
+
+if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
+
+async function until<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const GROUP = `apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: ratings, namespace: shop}
+spec:
+  metadata:
+    labels: {app: ratings}
+  template:
+    serviceAccount: ratings
+    ports: {http: 9080}
+  probe:
+    periodSeconds: 1
+    tcpSocket: {port: 9080}
+`;
+
+function configs(): ReadonlyMap<string, AnyConfig> {
+  const m = new Map<string, AnyConfig>();
+  for (const o of parseDocuments("g.yaml", GROUP).objects) m.set(configKey(o), o);
+  return m;
+}
+
+let streams = 0;
+function conn(extra: Partial<WorkloadConnection> = {}): WorkloadConnection {
+  return {
+    streamId: `s${++streams}`,
+    proxyId: "sidecar~10.0.0.7~ratings-vm.shop~shop.svc.cluster.local",
+    namespace: "shop",
+    group: "ratings",
+    ips: ["10.0.0.7"],
+    labels: { version: "v2" },
+    serviceAccount: "ratings",
+    locality: { region: "eu", zone: "eu-1" },
+    ...extra,
+  };
+}
+
+function remote(extra: Partial<RemoteWorkload> = {}): RemoteWorkload {
+  return {
+    replica: "b",
+    registration: "node-b/vmpilot~b~shop~ratings-10.0.0.7",
+    namespace: "shop",
+    group: "ratings",
+    name: "ratings-10.0.0.7",
+    address: "10.0.0.7",
+    proxyId: "sidecar~10.0.0.7~ratings-vm.shop~shop.svc.cluster.local",
+    labels: { version: "v2" },
+    serviceAccount: "ratings",
+    locality: { region: "eu", zone: "eu-1" },
+    state: "connected",
+    health: { healthy: true },
+    healthIndex: 10,
+    ...extra,
+  };
+}
+
+async function source(replica: string): Promise<AutoRegistrationSource> {
+  const s = new AutoRegistrationSource({ cleanupGracePeriodMs: 200, replica });
+  await s.start();
+  s.setGroups(configs());
+  return s;
+}
+
+const entryOf = (s: AutoRegistrationSource) => s.current().objects.find((o) => o.metadata.name === "ratings-10.0.0.7") as WorkloadEntryConfig | undefined;
+
+describe("auto-registration source: local workloads merged with other replicas' registrations", function () {
+  it("serves a workload only another replica holds, derived from its own copy of the group, equal to the local entry", async function () {
+    const a = await source("a");
+    const b = await source("b");
+    const c = conn();
+    b.connect(c);
+    b.reportHealth(c.streamId, { healthy: true, at: Date.now() });
+    a.setRemote([remote()]);
+    const remoteEntry = entryOf(a)!;
+    const localEntry = entryOf(b)!;
+    expect(remoteEntry).to.deep.equal(localEntry);
+    expect(remoteEntry.status).to.deep.equal({ health: "HEALTHY" });
+    expect(remoteEntry.spec.labels).to.deep.equal({ app: "ratings", version: "v2" });
+    expect(remoteEntry.spec.locality).to.equal("eu/eu-1");
+    await a.stop();
+    await b.stop();
+  });
+
+  it("ignores its own registrations read back, and drops an entry when the last registration is gone from Consul", async function () {
+    const a = await source("a");
+    a.setRemote([remote({ replica: "a" })]);
+    expect(entryOf(a)).to.equal(undefined);
+    a.setRemote([remote()]);
+    expect(entryOf(a)).to.not.equal(undefined);
+    a.setRemote([]);
+    expect(entryOf(a)).to.equal(undefined);
+    expect(a.current().objects).to.deep.equal([]);
+    await a.stop();
+  });
+
+  it("a workload moving from another replica to this one keeps the very same entry object: no report yet here, the remote report holds", async function () {
+    const a = await source("a");
+    a.setRemote([remote()]);
+    const before = entryOf(a)!;
+    expect(before.status?.health).to.equal("HEALTHY");
+    // The other replica lost the stream (grace period), this one got it, without a health report so far.
+    a.setRemote([remote({ state: "lingering" })]);
+    expect(entryOf(a)).to.equal(before);
+    const c = conn();
+    a.connect(c);
+    expect(entryOf(a), "probed group, no local report: the remote report vouches").to.equal(before);
+    a.reportHealth(c.streamId, { healthy: true, at: Date.now() });
+    expect(entryOf(a)).to.equal(before);
+    a.setRemote([]);
+    expect(entryOf(a)).to.equal(before);
+    // Without anyone's report, Istio's rule for probed groups applies.
+    const fresh = await source("x");
+    fresh.connect(conn());
+    expect(entryOf(fresh)?.status?.health).to.equal("UNHEALTHY");
+    await a.stop();
+    await fresh.stop();
+  });
+
+  it("takes the health from the replica that hears the agent when the Envoy and health streams reach different replicas", async function () {
+    const a = await source("a");
+    a.connect(conn());
+    a.setRemote([remote({ health: { healthy: false, message: "connection refused" }, healthIndex: 20 })]);
+    expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
+    a.setRemote([remote({ health: { healthy: true }, healthIndex: 21 })]);
+    expect(entryOf(a)?.status?.health).to.equal("HEALTHY");
+    // A dead replica's last words do not count.
+    a.setRemote([remote({ state: "gone", health: { healthy: true }, healthIndex: 22 })]);
+    expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
+    await a.stop();
+  });
+
+  it("keeps a workload whose replica died UNHEALTHY (not removed) until Consul deregisters it; a connected registration describes it over a gone one", async function () {
+    const a = await source("a");
+    a.setRemote([remote({ state: "gone" })]);
+    expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
+    a.setRemote([remote({ state: "gone" }), remote({ replica: "c", registration: "node-c/x", state: "connected", healthIndex: 30 })]);
+    expect(entryOf(a)?.status?.health).to.equal("HEALTHY");
+    a.setRemote([]);
+    expect(entryOf(a)).to.equal(undefined);
+    await a.stop();
+  });
+
+  it("publishes only local workloads with an entry, with their own report and whether a stream is open", async function () {
+    const a = await source("a");
+    a.setRemote([remote()]);
+    expect(a.published()).to.deep.equal([]);
+    const c = conn();
+    a.connect(c);
+    a.reportHealth(c.streamId, { healthy: false, message: "refused", at: 1 });
+    a.disconnect(c.streamId);
+    const [p] = a.published();
+    expect(p).to.include({ key: "shop/ratings-10.0.0.7", connected: false, probed: true, serviceAccount: "ratings" });
+    expect(p!.health).to.deep.equal({ healthy: false, message: "refused", at: 1 });
+    expect(p!.ports).to.deep.equal({ http: 9080 });
+    await a.stop();
+  });
+});
+
+describe("Consul registrations of auto-registered workloads (Consul HTTP API simulator)", function () {
+  this.timeout(60_000);
+  let sim: ConsulSimulator;
+  const cleanups: (() => unknown)[] = [];
+  const TTL = 1000;
+  const GRACE = 1200;
+
+  beforeEach(async function () {
+    // Consul's non-user reaper settings, shortened (30 s and 1 m in Consul).
+    sim = await ConsulSimulator.start({ checkReapIntervalMs: 100, checkDeregisterIntervalMinMs: 0 });
+    cleanups.push(() => sim.close());
+  });
+
+  afterEach(async function () {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function publisher(src: AutoRegistrationSource, replica: string): Promise<ConsulWorkloadPublisher> {
+    const p = new ConsulWorkloadPublisher(
+      { consul: { address: sim.address, requestTimeout: 2000 }, replica, servicePrefix: "", ttlMs: TTL, deregisterAfterMs: GRACE },
+      () => src.published(),
+    );
+    src.on("local", () => p.notify());
+    p.start();
+    cleanups.push(() => p.stop());
+    return p;
+  }
+
+  async function consulSource(): Promise<ConsulSource> {
+    const cs = new ConsulSource({ address: sim.address, wait: 1000, minInterval: 10, backoff: { initial: 20, max: 100 } });
+    await cs.start();
+    cleanups.push(() => cs.stop());
+    return cs;
+  }
+
+  const serviceId = serviceIdOf("a", "shop", "ratings-10.0.0.7");
+
+  it("registers the workload with its facts and two TTL checks; the ConsulSource reads it back as a remote workload, not a Consul service", async function () {
+    const a = await source("a");
+    const p = await publisher(a, "a");
+    const c = conn();
+    a.connect(c);
+    a.reportHealth(c.streamId, { healthy: true, at: Date.now() });
+    await until("registered", () => sim.agentCheckStatus(healthCheckId(serviceId))?.Status === "passing");
+    const svc = sim.catalog.services.get(`${sim.nodeName}/${serviceId}`)!;
+    expect(svc.Service).to.equal("ratings");
+    expect(svc.Address).to.equal("10.0.0.7");
+    expect(svc.Port).to.equal(9080);
+    expect(svc.Tags).to.deep.equal(["vmpilot-auto-registered", "version=v2"]);
+    expect(svc.Meta).to.deep.include({ "vmpilot-replica": "a", "vmpilot-namespace": "shop", "vmpilot-group": "ratings", "vmpilot-entry": "ratings-10.0.0.7", "service-account": "ratings", "vmpilot-locality": "eu/eu-1" });
+    expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status).to.equal("passing");
+    expect(p.registrations()).to.deep.equal(new Map([["shop/ratings-10.0.0.7", serviceId]]));
+
+    const cs = await consulSource();
+    const read = await until("read back", () => cs.remoteWorkloads()[0]);
+    expect(read).to.deep.include({ replica: "a", namespace: "shop", group: "ratings", name: "ratings-10.0.0.7", address: "10.0.0.7", state: "connected", serviceAccount: "ratings" });
+    expect(read.labels).to.deep.equal({ version: "v2" });
+    expect(read.health).to.deep.equal({ healthy: true });
+    expect(cs.current().services ?? []).to.deep.equal([]);
+
+    // Another replica with the same group derives the very same entry from it.
+    const b = await source("b");
+    b.setRemote(cs.remoteWorkloads());
+    expect(entryOf(b)).to.deep.equal(entryOf(a));
+    await a.stop();
+    await b.stop();
+  });
+
+  it("keeps the checks alive past several TTLs, follows health and the grace period, and deregisters when the entry goes", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    const c = conn();
+    a.connect(c);
+    await until("registered, awaiting a report", () => sim.agentCheckStatus(healthCheckId(serviceId))?.Status === "warning");
+    await new Promise((r) => setTimeout(r, 3 * TTL));
+    expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status, "renewed, not expired").to.equal("passing");
+    a.reportHealth(c.streamId, { healthy: false, message: "connection refused", at: Date.now() });
+    await until("health critical", () => sim.agentCheckStatus(healthCheckId(serviceId))?.Status === "critical");
+    expect(sim.agentCheckStatus(healthCheckId(serviceId))?.Output).to.equal("unhealthy: connection refused");
+    a.disconnect(c.streamId);
+    await until("liveness warning during the grace period", () => sim.agentCheckStatus(livenessCheckId(serviceId))?.Status === "warning");
+    await until("deregistered after the grace period", () => !sim.catalog.services.has(`${sim.nodeName}/${serviceId}`));
+    await a.stop();
+  });
+
+  it("registers again when the agent lost the registration (TTL update answered 404)", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    a.connect(conn());
+    await until("registered", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`));
+    sim.apply(`/v1/agent/service/deregister/${serviceId}`, {});
+    expect(sim.catalog.services.has(`${sim.nodeName}/${serviceId}`)).to.equal(false);
+    await until("registered again", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`), 10 * TTL);
+    await a.stop();
+  });
+
+  it("a replica that stops renewing: the liveness check expires (critical, remote state gone), then Consul deregisters after the grace period", async function () {
+    const a = await source("a");
+    const p = await publisher(a, "a");
+    const c = conn();
+    a.connect(c);
+    a.reportHealth(c.streamId, { healthy: true, at: Date.now() });
+    const cs = await consulSource();
+    const b = await source("b");
+    cs.on("workloads", () => b.setRemote(cs.remoteWorkloads()));
+    await until("B serves it HEALTHY", () => entryOf(b)?.status?.health === "HEALTHY");
+    await p.stop();
+    const stoppedAt = Date.now();
+    await until("B marks it UNHEALTHY", () => entryOf(b)?.status?.health === "UNHEALTHY", 10 * TTL);
+    const unhealthyAfter = Date.now() - stoppedAt;
+    expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Output).to.match(/^TTL expired/);
+    expect(cs.remoteWorkloads()[0]?.state).to.equal("gone");
+    await until("B removes it", () => entryOf(b) === undefined, 10 * TTL + 10 * GRACE);
+    const removedAfter = Date.now() - stoppedAt;
+    expect(unhealthyAfter, "not before two thirds of the TTL (the last renewal)").to.be.at.least(TTL * 0.6);
+    expect(removedAfter - unhealthyAfter, "removal waits out the grace period").to.be.at.least(GRACE * 0.9);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("the ConsulSource keeps remote workloads through a Consul outage", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    a.connect(conn());
+    const cs = await consulSource();
+    await until("read back", () => cs.remoteWorkloads().length === 1);
+    // Only the reader is cut off: the simulator's listener goes away while its agent (and TTLs) run on.
+    await sim.stop();
+    await until("stale", () => cs.current().status.stale);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(cs.remoteWorkloads().map((w) => w.name)).to.deep.equal(["ratings-10.0.0.7"]);
+    await sim.start();
+    await until("fresh again", () => !cs.current().status.stale);
+    expect(cs.remoteWorkloads().length).to.equal(1);
+    await a.stop();
+  });
+});
+
+describe("Consul registration records (pure)", function () {
+  it("round-trips a workload through a health entry: liveness, health, node failure", function () {
+    const published = {
+      key: "shop/ratings-10.0.0.7",
+      namespace: "shop",
+      group: "ratings.v1",
+      name: "ratings.v1-10.0.0.7",
+      address: "10.0.0.7",
+      proxyId: "p",
+      labels: { b: "2", a: "1" },
+      connected: true,
+      probed: true,
+      ports: { http: 9080, grpc: 9090 },
+    };
+    const reg = registrationOf(published, { replica: "r1", servicePrefix: "vm-", ttlMs: 30_000, deregisterAfterMs: 10_000 });
+    expect(reg.Name, "Consul DNS-safe").to.equal("vm-ratings-v1");
+    expect(reg.Tags).to.deep.equal(["vmpilot-auto-registered", "a=1", "b=2"]);
+    expect(reg.Checks.map((c) => [c.CheckID, c.TTL, c.Status, c.DeregisterCriticalServiceAfter])).to.deep.equal([
+      [`${reg.ID}:replica`, "30s", "passing", "10s"],
+      [`${reg.ID}:health`, "30s", "warning", undefined],
+    ]);
+    const entry = (checks: { CheckID: string; Status: string; ServiceID?: string; Output?: string }[]): ConsulHealthEntry => ({
+      Node: { Node: "n1", Address: "192.0.2.1" },
+      Service: { ID: reg.ID, Service: reg.Name, Tags: reg.Tags, Address: reg.Address, Port: reg.Port, Meta: reg.Meta },
+      Checks: checks,
+    });
+    const ok = remoteWorkloadOf(entry([{ CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }, { CheckID: `${reg.ID}:health`, Status: "warning", ServiceID: reg.ID }]));
+    expect(ok).to.deep.include({ state: "connected", group: "ratings.v1", name: "ratings.v1-10.0.0.7", registration: `n1/${reg.ID}` });
+    expect((ok as RemoteWorkload).health, "warning = no report").to.equal(undefined);
+    const lingering = remoteWorkloadOf(
+      entry([
+        { CheckID: `${reg.ID}:replica`, Status: "warning", ServiceID: reg.ID },
+        { CheckID: `${reg.ID}:health`, Status: "critical", Output: "unhealthy: refused", ServiceID: reg.ID },
+      ]),
+    ) as RemoteWorkload;
+    expect(lingering.state).to.equal("lingering");
+    expect(lingering.health).to.deep.equal({ healthy: false, message: "refused" });
+    const nodeDown = remoteWorkloadOf(entry([{ CheckID: "serfHealth", Status: "critical", ServiceID: "" }, { CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }])) as RemoteWorkload;
+    expect(nodeDown.state).to.equal("gone");
+    const other = remoteWorkloadOf({ ...entry([]), Service: { ...entry([]).Service, Meta: { ...reg.Meta, "vmpilot-auto-registered": "9" } } });
+    expect(other).to.be.a("string").and.match(/format "9"/);
+  });
+});
