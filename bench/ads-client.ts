@@ -45,31 +45,52 @@ function types(): Codec {
  */
 const refsCache = new Map<string, { bytes: Uint8Array; d: Described }[]>();
 
+/** A varint at `pos` of `buf`: [value, position after it]. */
+function varint(buf: Uint8Array, pos: number): [number, number] {
+  let n = 0;
+  for (let shift = 1; pos < buf.length; shift *= 128) {
+    const b = buf[pos++]!;
+    n += (b & 0x7f) * shift;
+    if (b < 0x80) break;
+  }
+  return [n, pos];
+}
+
+/**
+ * Calls `each(field, start, end)` for every field of an encoded message (start/end: a length-delimited field's
+ * payload; other wire types report an empty range).
+ */
+function fields(buf: Uint8Array, start: number, end: number, each: (field: number, start: number, end: number) => void): void {
+  let pos = start;
+  while (pos < end) {
+    const [key, p1] = varint(buf, pos);
+    const wire = key & 7;
+    pos = p1;
+    if (wire === 2) {
+      const [len, p2] = varint(buf, pos);
+      each(key >>> 3, p2, p2 + len);
+      pos = p2 + len;
+    } else {
+      if (wire === 0) pos = varint(buf, pos)[1];
+      else if (wire === 1) pos += 8;
+      else if (wire === 5) pos += 4;
+      else break;
+      each(key >>> 3, pos, pos);
+    }
+  }
+}
+
 /** Field 1 (a string) of an encoded message, without decoding the rest. */
 function field1(value: Uint8Array): string {
-  let pos = 0;
-  const varint = (): number => {
-    let n = 0;
-    for (let shift = 1; pos < value.length; shift *= 128) {
-      const b = value[pos++]!;
-      n += (b & 0x7f) * shift;
-      if (b < 0x80) break;
+  let out = "";
+  let found = false;
+  fields(value, 0, value.length, (f, start, end) => {
+    if (f === 1 && !found) {
+      found = true;
+      out = Buffer.from(value.buffer, value.byteOffset + start, end - start).toString("utf8");
     }
-    return n;
-  };
-  while (pos < value.length) {
-    const key = varint();
-    const wire = key & 7;
-    if (wire === 2) {
-      const len = varint();
-      if (key >>> 3 === 1) return Buffer.from(value.buffer, value.byteOffset + pos, len).toString("utf8");
-      pos += len;
-    } else if (wire === 0) varint();
-    else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else break;
-  }
-  return "";
+  });
+  return out;
 }
 
 interface Described {
@@ -117,6 +138,117 @@ function describe(typeUrl: string, value: Uint8Array): Described {
   return d;
 }
 
+/**
+ * A response's resources, described once per process: the proxies of one scope receive byte-identical resource
+ * lists (a sidecar's 3,000 clusters), so a response whose resources are the same bytes as one already seen (one
+ * comparison over the whole list) reuses its description instead of walking and describing 3,000 resources again.
+ * What a real proxy spends on decoding happens on its own CPU; here a thousand of them share two cores with the
+ * server, and a load generator that decodes everything a thousand times measures itself, not the server.
+ */
+interface ResourceList {
+  /** The bytes of the response's resources field(s), copied. */
+  region: Buffer;
+  described: Described[];
+  /** Resource names (delta: Resource.name; SotW: the name inside each resource). */
+  names: string[];
+  /** Sum of the resources' encoded sizes (Any.value), as before: what the proxy was sent of config. */
+  valueBytes: number;
+  /** name -> refs of this list, made on first use and shared (never changed) by every proxy holding exactly it. */
+  held?: Map<string, string[]>;
+  /** The union of refs of `held`. */
+  refs?: string[];
+  /** The names, as a set shared like `held`. */
+  nameSet?: Set<string>;
+}
+
+const listMemo = new Map<string, ResourceList[]>();
+
+interface ParsedResponse {
+  typeUrl: string;
+  version: string;
+  nonce: string;
+  removed: string[];
+  list: ResourceList;
+}
+
+function utf8(buf: Buffer, start: number, end: number): string {
+  return buf.toString("utf8", start, end);
+}
+
+/** DiscoveryResponse / DeltaDiscoveryResponse read field by field, the resources through the memo. */
+function parseResponse(buf: Buffer, delta: boolean): ParsedResponse {
+  let typeUrl = "";
+  let version = "";
+  let nonce = "";
+  const removed: string[] = [];
+  let first = -1;
+  let last = -1;
+  let count = 0;
+  fields(buf, 0, buf.length, (f, start, end) => {
+    if (f === 1) version = utf8(buf, start, end);
+    else if (f === 2) {
+      // The whole field, key and length included: from the key's start. Keys here are one byte; lengths vary.
+      if (first < 0) first = start - 1 - varintSize(end - start);
+      last = end;
+      count++;
+    } else if (f === 4) typeUrl = utf8(buf, start, end);
+    else if (f === 5) nonce = utf8(buf, start, end);
+    else if (f === 6 && delta) removed.push(utf8(buf, start, end));
+  });
+  const region = first < 0 ? Buffer.alloc(0) : buf.subarray(first, last);
+  const n = region.length;
+  const key = `${typeUrl}|${delta ? "d" : "s"}|${count}|${n}|${region.toString("latin1", 0, 48)}|${region.toString("latin1", Math.max(0, n - 48), n)}`;
+  const candidates = listMemo.get(key) ?? [];
+  listMemo.set(key, candidates);
+  let list = candidates.find((c) => c.region.equals(region));
+  if (!list) {
+    list = { region: Buffer.from(region), described: [], names: [], valueBytes: 0 };
+    const l = list;
+    fields(region, 0, region.length, (f, start, end) => {
+      if (f !== 2) return;
+      // SotW: the entry is an Any; delta: a Resource { name = 3; resource = 2 (Any) }.
+      let anyStart = start;
+      let anyEnd = end;
+      let name: string | undefined;
+      if (delta) {
+        anyEnd = -1;
+        fields(region, start, end, (rf, rs, re) => {
+          if (rf === 3) name = utf8(region, rs, re);
+          else if (rf === 2) [anyStart, anyEnd] = [rs, re];
+        });
+        if (anyEnd < 0) return; // a name only (a removal notice in Resource form): nothing to describe
+      }
+      let value: Uint8Array | undefined;
+      fields(region, anyStart, anyEnd, (af, as, ae) => {
+        if (af === 2) value = region.subarray(as, ae);
+      });
+      if (!value) return;
+      const d = describe(typeUrl, value);
+      l.described.push(d);
+      l.names.push(name ?? d.name);
+      l.valueBytes += value.length;
+    });
+    candidates.push(list);
+  }
+  return { typeUrl, version, nonce, removed, list };
+}
+
+function varintSize(n: number): number {
+  let size = 1;
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) size++;
+  return size;
+}
+
+function heldOf(list: ResourceList): Map<string, string[]> {
+  return (list.held ??= new Map(list.described.map((d) => [d.name, d.refs])));
+}
+
+function refsOf(held: ReadonlyMap<string, string[]>): string[] {
+  const out = new Set<string>();
+  for (const refs of held.values()) for (const r of refs) out.add(r);
+  return [...out];
+}
+
 export interface Arrival {
   typeUrl: string;
   /** performance.timeOrigin + performance.now(): comparable across processes on one machine. */
@@ -145,7 +277,13 @@ export class AdsClient {
   private call?: grpc.ClientDuplexStream<Msg, Msg>;
   /** Subscribed names per type (empty set + wildcard flag for LDS/CDS in Envoy styles). */
   private readonly subs = new Map<string, Set<string>>();
+  /**
+   * What was received, per type. Delta: the names the proxy holds. SotW: the subscription in force when the last
+   * response arrived (every SotW response answers the whole subscription it was sent for).
+   */
   private readonly received = new Map<string, Set<string>>();
+  /** `received` / `held` entries that are a memo's shared set or map: copied before they change. */
+  private readonly shared = new WeakSet<object>();
   private readonly versions = new Map<string, string>();
   private readonly nonces = new Map<string, string>();
   /** What each resource this proxy holds refers to, by type and name: the next subscription is their union. */
@@ -166,7 +304,7 @@ export class AdsClient {
   start(): void {
     const t = types();
     const delta = this.opts.style === "envoy-delta";
-    const [req, res] = delta ? [t.DeltaDiscoveryRequest, t.DeltaDiscoveryResponse] : [t.DiscoveryRequest, t.DiscoveryResponse];
+    const req = delta ? t.DeltaDiscoveryRequest : t.DiscoveryRequest;
     const method = delta
       ? "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
       : "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -174,10 +312,10 @@ export class AdsClient {
       method,
       // Pre-encoded requests (SotW ACKs, see ack()) pass through as they are.
       (m: Msg | Buffer) => (Buffer.isBuffer(m) ? m : Buffer.from(req.encode(req.fromObject(m)).finish())),
-      // The decoded message as is (no toObject): resource values stay views into the received buffer.
-      (b: Buffer) => res.decode(b) as unknown as Msg,
+      // Responses are read by parseResponse (field by field, resources through a per-process memo).
+      (b: Buffer) => b as unknown as Msg,
     );
-    this.call.on("data", (m: Msg) => this.onResponse(m));
+    this.call.on("data", (b: Buffer) => this.onResponse(parseResponse(b, delta)));
     this.call.on("error", () => undefined);
     if (this.opts.style === "grpc") {
       this.subscribe(TypeUrl.Listener, [this.opts.target!]);
@@ -203,7 +341,9 @@ export class AdsClient {
     if (this.subs.size === 0) return false;
     for (const [type, names] of this.subs) {
       if (!this.versions.has(type)) return false;
-      const got = this.received.get(type) ?? new Set();
+      const got = this.received.get(type);
+      if (got === names) continue;
+      if (!got) return false;
       for (const n of names) if (!got.has(n)) return false;
     }
     return true;
@@ -255,46 +395,58 @@ export class AdsClient {
     this.call?.write(m);
   }
 
-  private onResponse(m: Msg): void {
+  private onResponse(r: ParsedResponse): void {
     const at = now();
-    const typeUrl = m.type_url as string;
-    const resources: Msg[] = (m.resources ?? []).map((r: Msg) => (this.opts.style === "envoy-delta" ? r.resource : r)).filter(Boolean);
-    const names: string[] = this.opts.style === "envoy-delta" ? (m.resources ?? []).map((r: Msg) => r.name) : [];
-    let bytes = 0;
+    const { typeUrl, list, removed } = r;
+    const delta = this.opts.style === "envoy-delta";
     // Only LDS/CDS SotW responses are complete; RDS/EDS SotW responses and all delta responses carry changes,
-    // so what the proxy holds is accumulated (and delta removals applied).
-    const held = this.held.get(typeUrl) ?? new Map<string, string[]>();
-    this.held.set(typeUrl, held);
-    if (this.opts.style !== "envoy-delta" && (typeUrl === TypeUrl.Cluster || typeUrl === TypeUrl.Listener)) held.clear();
-    for (const r of resources) {
-      bytes += r.value.length;
-      const d = describe(typeUrl, r.value);
-      held.set(d.name, d.refs);
+    // so what the proxy holds is accumulated (and delta removals applied). A proxy that holds exactly one
+    // response's list shares the memo's map instead of building its own.
+    let refs: string[] = [];
+    if (typeUrl !== TypeUrl.ClusterLoadAssignment) {
+      const held = this.held.get(typeUrl);
+      if ((!delta && (typeUrl === TypeUrl.Cluster || typeUrl === TypeUrl.Listener)) || ((!held || held.size === 0) && removed.length === 0)) {
+        const h = heldOf(list);
+        this.held.set(typeUrl, h);
+        this.shared.add(h);
+        refs = list.refs ??= refsOf(h);
+      } else {
+        const own = this.shared.has(held!) ? new Map(held) : held!;
+        this.held.set(typeUrl, own);
+        for (const d of list.described) own.set(d.name, d.refs);
+        for (const n of removed) own.delete(n);
+        refs = refsOf(own);
+      }
     }
-    for (const n of m.removed_resources ?? []) held.delete(n);
-    const refs = typeUrl === TypeUrl.ClusterLoadAssignment ? [] : [...new Set([...held.values()].flat())];
-    this.bytesIn += bytes;
+    this.bytesIn += list.valueBytes;
     this.responses++;
-    const got = this.received.get(typeUrl) ?? new Set<string>();
-    if (this.opts.style === "envoy-delta") {
-      for (const n of names) got.add(n);
-      for (const n of m.removed_resources ?? []) got.delete(n);
+    if (delta) {
+      const got = this.received.get(typeUrl);
+      if ((!got || got.size === 0) && removed.length === 0) {
+        const set = (list.nameSet ??= new Set(list.names));
+        this.shared.add(set);
+        this.received.set(typeUrl, set);
+      } else {
+        const own = !got ? new Set<string>() : this.shared.has(got) ? new Set(got) : got;
+        for (const n of list.names) own.add(n);
+        for (const n of removed) own.delete(n);
+        this.received.set(typeUrl, own);
+      }
     } else {
       // SotW names come from inside the resources; EDS/RDS carry the names we asked for.
-      for (const n of this.subs.get(typeUrl) ?? []) got.add(n);
+      this.received.set(typeUrl, this.subs.get(typeUrl) ?? new Set());
     }
-    this.received.set(typeUrl, got);
-    this.versions.set(typeUrl, m.version_info ?? m.system_version_info ?? "");
-    this.nonces.set(typeUrl, m.nonce);
+    this.versions.set(typeUrl, r.version);
+    this.nonces.set(typeUrl, r.nonce);
     // ACK first (what a proxy does once the config is applied), then chase references in make-before-break order.
-    if (this.opts.style === "envoy-delta") this.write({ type_url: typeUrl, response_nonce: m.nonce });
-    else this.ack(typeUrl, m.version_info, m.nonce);
+    if (delta) this.write({ type_url: typeUrl, response_nonce: r.nonce });
+    else this.ack(typeUrl, r.version, r.nonce);
     if (typeUrl === TypeUrl.Cluster) this.subscribe(TypeUrl.ClusterLoadAssignment, refs);
     else if (typeUrl === TypeUrl.Listener) this.subscribe(TypeUrl.RouteConfiguration, refs);
     else if (typeUrl === TypeUrl.RouteConfiguration && this.opts.style === "grpc") this.subscribe(TypeUrl.Cluster, refs);
     // Reported after the references are chased: a proxy that just learned it needs more (RDS after LDS, EDS
     // after CDS) is not converged yet, and the observer must see that.
-    this.opts.onArrival?.({ typeUrl, at, bytes, resources: resources.length, names });
+    this.opts.onArrival?.({ typeUrl, at, bytes: list.valueBytes, resources: list.described.length, names: delta ? list.names : [] });
   }
 }
 

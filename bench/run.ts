@@ -45,6 +45,8 @@ export interface RunResult {
   /** The server's own view once connected and quiet: live JS heap and memory outside it (buffers), after a GC if it ran. */
   serverHeapMb?: { used: number; external: number };
   serverCpuMsConnectStorm: number;
+  /** The load generator's CPU time for the storm: on 2 cores it competes with the server for the same CPUs. */
+  loadgenCpuMsConnectStorm?: number;
 }
 
 /** One change's propagation: latency to each subscribed proxy, and whether anyone else was bothered. */
@@ -103,11 +105,16 @@ class Loadgen {
   private readonly child: ChildProcess;
   private readonly waiters: ((e: LoadgenEvent) => void)[] = [];
   constructor() {
+    // VMPILOT_BENCH_LOADGEN_NODE_ARGS: extra node flags for the load generator (e.g. "--cpu-prof --cpu-prof-dir=...").
+    const nodeArgs = (process.env.VMPILOT_BENCH_LOADGEN_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
     this.child = fork(path.join(here, "loadgen.ts"), [], {
-      execArgv: ["--conditions=vmpilot-source", "--import", "tsx", "--max-old-space-size=8192"],
+      execArgv: ["--conditions=vmpilot-source", "--import", "tsx", "--max-old-space-size=8192", ...nodeArgs],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     this.child.on("message", (e: LoadgenEvent) => this.waiters.shift()?.(e));
+  }
+  get pid(): number {
+    return this.child.pid!;
   }
   ask<E extends LoadgenEvent["event"]>(c: LoadgenCommand): Promise<Extract<LoadgenEvent, { event: E }>> {
     return new Promise((resolve) => {
@@ -172,9 +179,11 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
     await waitReady(httpAddr, 120_000);
     await new Promise((r) => setTimeout(r, 500));
     const idle = await procStat(server.pid!);
+    const lgBefore = await procStat(lg.pid);
     const targets = Array.from({ length: Math.min(shape.services, 50) }, (_, i) => `${serviceHost(i, shape)}:8080`);
     const storm = await lg.ask<"converged">({ cmd: "connect", address: xdsAddr, style, count: proxies, namespaces: shape.namespaces, targets, timeoutMs: 120_000 });
     const connected = await procStat(server.pid!);
+    const lgAfter = await procStat(lg.pid);
     const heap = await heapOf(httpAddr);
     const s = stats(storm.ms);
     const ws = path.join(meshDir, "ns-1", "svc-1-workloads.yaml");
@@ -197,6 +206,7 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
       ...(routingChange ? { routingChange } : {}),
       serverRssMb: { idle: idle.rssMb, connected: connected.rssMb, perProxyKb: Math.round(((connected.rssMb - idle.rssMb) * 1024) / proxies) },
       serverCpuMsConnectStorm: connected.cpuMs - idle.cpuMs,
+      loadgenCpuMsConnectStorm: lgAfter.cpuMs - lgBefore.cpuMs,
       ...(heap ? { serverHeapMb: heap } : {}),
     };
   } finally {
