@@ -24,8 +24,11 @@ import { MAX_FILE_BYTES, parseDocuments } from "./parse/index.js";
 
 export interface FileSourceOptions {
   dirs: string[];
-  /** Quiet period and cap (ms) for coalescing filesystem events; defaults 100 / 1000. */
-  debounceMs?: { quiet?: number; max?: number };
+  /**
+   * Coalescing filesystem events (ms): `quiet` period within a burst and its cap `max` (defaults 100 / 1000), and
+   * the quiet period after a lone event (`first`, default 60, at most `quiet`): see debounce.ts for why.
+   */
+  debounceMs?: { quiet?: number; max?: number; first?: number };
   /** Source name in status and logs; defaults to `files`. */
   name?: string;
 }
@@ -83,9 +86,15 @@ export class FileSource extends EventEmitter<{ change: [] }> implements Registry
     if (opts.dirs.length === 0) throw new Error("FileSource needs at least one directory");
     this.name = opts.name ?? "files";
     this.dirs = [...new Set(opts.dirs)];
+    const quietMs = opts.debounceMs?.quiet ?? 100;
+    // An atomic save is one event, complete when seen: rescan 60 ms after it instead of 100, unless a second
+    // event shows a burst (a git pull), which then waits for `quiet` ms of silence as before. Not less than 60:
+    // chokidar drops a `change` of a path within 50 ms of the last one it reported (no trailing event), so only a
+    // scan after that window is sure to read a second write that came inside it.
     this.debouncer = new Debouncer(() => this.requestScan(), {
-      quietMs: opts.debounceMs?.quiet ?? 100,
+      quietMs,
       maxMs: opts.debounceMs?.max ?? 1000,
+      firstQuietMs: Math.min(opts.debounceMs?.first ?? 60, quietMs),
     });
     this.state = this.aggregate();
   }

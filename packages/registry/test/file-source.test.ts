@@ -75,7 +75,7 @@ describe("FileSource", function () {
     await rm(root, { recursive: true, force: true });
   });
 
-  async function started(dirs: string[], opts: { quiet: number; max: number } = FAST): Promise<{ src: FileSource; changes: () => number }> {
+  async function started(dirs: string[], opts: { quiet?: number; max?: number; first?: number } = FAST): Promise<{ src: FileSource; changes: () => number }> {
     const src = new FileSource({ dirs, debounceMs: opts });
     sources.push(src);
     let n = 0;
@@ -285,6 +285,38 @@ describe("FileSource", function () {
     for (const o of src.current().objects) if (before.get(configKey(o)) === o) same++;
     // Every object but the edited one is the very object parsed at startup.
     expect(same).to.equal(199);
+  });
+
+  it("takes a burst of 100 rewritten files (a git pull) as one change, with the default quiet periods", async () => {
+    const name = (i: number): string => path.join(root, `svc-${String(i).padStart(3, "0")}.yaml`);
+    for (let i = 0; i < 100; i++) await writeFile(name(i), serviceEntry(`svc-${i}`, `svc-${i}.example.com`));
+    // Default quiet periods (first 60 ms, then 100 ms); a cap high enough that only the quiet periods decide.
+    const { src, changes } = await started([root], { max: 10_000 });
+    const c0 = changes();
+    // As git checks files out: unlink, then write the new version, one file after the other.
+    for (let i = 0; i < 100; i++) {
+      await unlink(name(i));
+      await writeFile(name(i), serviceEntry(`svc-${i}`, `svc-${i}.example.com`, "10.2.2.2"));
+    }
+    await until("every file's new version", () => src.current().objects.every((o) => o.kind === "ServiceEntry" && o.spec.endpoints?.[0]?.address === "10.2.2.2"));
+    await sleep(1000);
+    expect(src.current().objects).to.have.length(100);
+    expect(changes() - c0, "one change for the whole burst, not one per file").to.equal(1);
+  });
+
+  it("serves a second write that follows the first within chokidar's 50 ms change throttle", async () => {
+    // chokidar reports no second `change` for a path within 50 ms of the last one; a scan sooner than that after
+    // the first event would read the first version and never hear of the second.
+    const file = path.join(root, "svc.yaml");
+    await writeFile(file, serviceEntry("svc", "svc.example.com", "10.0.0.1"));
+    const { src } = await started([root], {});
+    for (const [first, second] of [["10.0.0.2", "10.0.0.3"], ["10.0.0.4", "10.0.0.5"], ["10.0.0.6", "10.0.0.7"]] as const) {
+      await writeFile(file, serviceEntry("svc", "svc.example.com", first));
+      await sleep(35);
+      await writeFile(file, serviceEntry("svc", "svc.example.com", second));
+      await until(`the second write (${second})`, () => address(src.current(), "ServiceEntry/default/svc") === second, 5000);
+      await sleep(300);
+    }
   });
 
   it("reports the git HEAD commit of a checkout as its revision", async () => {
