@@ -116,7 +116,9 @@ export class ControlPlane {
       },
       log: createLogger("ads"),
     });
-    this.debouncer = new Debouncer(() => this.push(), { quietMs: opts.config.debounce.quietMs, maxMs: opts.config.debounce.maxMs });
+    // Leading edge: the registry has already merged a burst of file events into one snapshot, so the first snapshot
+    // after a quiet spell is pushed at once; snapshots that follow it are debounced (see registry/debounce.ts).
+    this.debouncer = new Debouncer(() => this.push(), { quietMs: opts.config.debounce.quietMs, maxMs: opts.config.debounce.maxMs, leading: true });
   }
 
   /** Adds a service to the secure port (e.g. the CA's). Call before start(). */
@@ -209,7 +211,7 @@ export class ControlPlane {
     }
     if (JSON.stringify(prev.debounce) !== JSON.stringify(next.debounce)) {
       this.debouncer.flush();
-      this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs });
+      this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs, leading: true });
     }
     if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
     this.autoRegistration.setGracePeriod(next.autoRegistration.cleanupGracePeriodMs);
