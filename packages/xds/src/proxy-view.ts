@@ -32,6 +32,54 @@ export interface ProxyView {
   locality?: { region?: string; zone?: string; sub_zone?: string };
 }
 
+/**
+ * The node metadata keys, for both sides of the contract: the agent writes them (`nodeMetadataOf`, used by the
+ * agent's bootstrap/node.ts) and `proxyViewFromNode` reads them. Istio's names where Istio has the concept.
+ */
+export const NodeMetadataKey = {
+  namespace: "NAMESPACE",
+  serviceAccount: "SERVICE_ACCOUNT",
+  labels: "LABELS",
+  workloadName: "WORKLOAD_NAME",
+  instanceIps: "INSTANCE_IPS",
+  interceptionMode: "INTERCEPTION_MODE",
+  proxyKind: "PROXY_KIND",
+  autoRegisterGroup: "AUTO_REGISTER_GROUP",
+  sdsPaths: "SDS_PATHS",
+  credentialSdsCluster: "CREDENTIAL_SDS_CLUSTER",
+} as const;
+
+/** What a proxy says about itself in its node metadata: a ProxyView without what comes from elsewhere in the node. */
+export type NodeAnnouncement = Omit<ProxyView, "id" | "cluster" | "locality">;
+
+const ID_PREFIX: Record<ProxyKind, string> = { sidecar: "sidecar", gateway: "router", grpc: "grpc" };
+
+/**
+ * `sidecar~IP~NAME.NS~NS.svc.cluster.local`, Istio's form (`router~` for a gateway). A proxyless gRPC process
+ * gets `grpc~...`: the same fields, but a distinct id, so an Envoy and a gRPC app on one VM do not overwrite each
+ * other in proxy-status.
+ */
+export function formatNodeId(kind: ProxyKind, ip: string, name: string, namespace: string): string {
+  return `${ID_PREFIX[kind]}~${ip}~${name}.${namespace}~${namespace}.svc.cluster.local`;
+}
+
+/** The node metadata announcing `a`; `proxyViewFromNode` reads it back into the same facts. */
+export function nodeMetadataOf(a: NodeAnnouncement): Record<string, unknown> {
+  const K = NodeMetadataKey;
+  const md: Record<string, unknown> = { [K.namespace]: a.namespace };
+  if (a.serviceAccount) md[K.serviceAccount] = a.serviceAccount;
+  md[K.labels] = { ...a.labels };
+  if (a.workloadName) md[K.workloadName] = a.workloadName;
+  md[K.instanceIps] = a.ips.join(",");
+  md[K.interceptionMode] = a.interceptionMode;
+  md[K.proxyKind] = a.kind;
+  if (a.autoRegisterGroup) md[K.autoRegisterGroup] = a.autoRegisterGroup;
+  // Proxyless gRPC reads certificates through its own certificate providers, never SDS.
+  if (a.sdsPaths && a.kind !== "grpc") md[K.sdsPaths] = { ...a.sdsPaths };
+  if (a.credentialSdsCluster && a.kind === "gateway") md[K.credentialSdsCluster] = a.credentialSdsCluster;
+  return md;
+}
+
 /** The xDS `Node` message in the shape grpc/protobufjs hand it to us (snake_case, Struct already plain). */
 export interface XdsNode {
   id?: string;
@@ -79,46 +127,47 @@ function parseIps(v: unknown): string[] {
 }
 
 /**
- * Istio's node id `TYPE~IP~POD_NAME.NAMESPACE~NAMESPACE.svc.DOMAIN` (TYPE sidecar|router) or any other id
+ * Istio's node id `TYPE~IP~POD_NAME.NAMESPACE~NAMESPACE.svc.DOMAIN` (TYPE sidecar|router, or our grpc) or any other id
  * (a proxyless gRPC client's). Metadata keys win over what the id implies.
  */
 export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
   if (!node || !node.id) throw new ProxyViewError("the first request on a stream must carry node.id");
   const md = node.metadata ?? {};
+  const K = NodeMetadataKey;
   const parts = node.id.split("~");
-  const istioForm = parts.length === 4 && (parts[0] === "sidecar" || parts[0] === "router");
+  const istioForm = parts.length === 4 && (parts[0] === "sidecar" || parts[0] === "router" || parts[0] === "grpc");
   const idNamespace = istioForm ? parts[3]!.split(".")[0] : undefined;
   const idName = istioForm ? parts[2]!.split(".")[0] : undefined;
   const idIp = istioForm ? parts[1] : undefined;
 
-  const kindMeta = str(md.PROXY_KIND) ?? str(md.VMPILOT_PROXY_KIND);
+  const kindMeta = str(md[K.proxyKind]) ?? str(md.VMPILOT_PROXY_KIND);
   let kind: ProxyKind;
   if (kindMeta === "sidecar" || kindMeta === "grpc" || kindMeta === "gateway") kind = kindMeta;
-  else if (istioForm) kind = parts[0] === "router" ? "gateway" : "sidecar";
+  else if (istioForm) kind = parts[0] === "router" ? "gateway" : parts[0] === "grpc" ? "grpc" : "sidecar";
   else kind = "grpc";
 
-  const namespace = str(md.NAMESPACE) ?? idNamespace ?? "default";
-  const ips = parseIps(md.INSTANCE_IPS);
+  const namespace = str(md[K.namespace]) ?? idNamespace ?? "default";
+  const ips = parseIps(md[K.instanceIps]);
   if (ips.length === 0 && idIp) ips.push(idIp);
-  const mode = str(md.INTERCEPTION_MODE);
+  const mode = str(md[K.interceptionMode]);
   const view: ProxyView = {
     id: node.id,
     kind,
     namespace,
-    labels: parseLabels(md.LABELS),
+    labels: parseLabels(md[K.labels]),
     ips,
     interceptionMode: mode === "TPROXY" || mode === "NONE" ? mode : kind === "sidecar" ? "REDIRECT" : "NONE",
   };
-  const sa = str(md.SERVICE_ACCOUNT);
+  const sa = str(md[K.serviceAccount]);
   if (sa) view.serviceAccount = sa;
-  const wl = str(md.WORKLOAD_NAME) ?? idName;
+  const wl = str(md[K.workloadName]) ?? idName;
   if (wl) view.workloadName = wl;
-  const group = str(md.AUTO_REGISTER_GROUP);
+  const group = str(md[K.autoRegisterGroup]);
   if (group) view.autoRegisterGroup = group;
   // Proxyless gRPC reads certificates through its own certificate providers, never SDS.
-  const sds = kind === "grpc" ? undefined : parseSdsPaths(md.SDS_PATHS);
+  const sds = kind === "grpc" ? undefined : parseSdsPaths(md[K.sdsPaths]);
   if (sds) view.sdsPaths = sds;
-  const credentialCluster = kind === "gateway" ? str(md.CREDENTIAL_SDS_CLUSTER) : undefined;
+  const credentialCluster = kind === "gateway" ? str(md[K.credentialSdsCluster]) : undefined;
   if (credentialCluster) view.credentialSdsCluster = credentialCluster;
   if (node.cluster) view.cluster = node.cluster;
   if (node.locality) view.locality = node.locality;
