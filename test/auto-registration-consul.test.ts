@@ -1,0 +1,479 @@
+// Auto-registered workloads shared through Consul (DESIGN.md "Scale-out"), end to end with two control-plane
+// replicas on loopback sharing one Consul:
+// - replica A is a real `vmpilot server` child process (so it can be SIGKILLed: no graceful anything);
+// - replica B is an in-process ControlPlane whose Consul traffic goes through a TCP relay the test can cut (a
+//   Consul outage as B sees it, while A and Consul carry on);
+// - workloads are ADS streams with AUTO_REGISTER_GROUP (as the agent opens them) that send Istio
+//   HealthInformation reports; each has a gRPC echo server on its own loopback address;
+// - B serves them to a @grpc/grpc-js-xds client and to a raw EDS subscriber that records every answer.
+// Consul is the HTTP API simulator (reaper settings shortened) and, when a `consul` binary is on PATH or CONSUL_BIN
+// names one, a real agent, whose non-user reaper settings cannot be shortened (DeregisterCriticalServiceAfter is
+// floored at 1 m and reaped every 30 s): its deadlines are longer.
+import { expect } from "chai";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { resolveServerConfig } from "@vmpilot/xds/server/config";
+import { ControlPlane } from "@vmpilot/xds/server/control-plane";
+import { ResourceCache } from "@vmpilot/xds/cache";
+import { decodeToJson } from "@vmpilot/xds/protojson";
+import { TypeUrl } from "@vmpilot/xds/protos";
+import { HEALTH_TYPE_URL } from "@vmpilot/xds/server/resources";
+import { ConsulSimulator } from "./consul-simulator.js";
+import { realConsulBinary, realTarget, REAL_CONSUL_SKIPPED, type ConsulTarget } from "../packages/registry/test/consul-targets.js";
+import { call, type EchoClient, type EchoServer } from "./helpers/echo.js";
+import { eventually, xdsEchoClient } from "./helpers/e2e.js";
+import { echoServersOnOnePort, FAST_CONSUL } from "./helpers/consul-e2e.js";
+import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
+
+type J = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const ROOT = path.join(import.meta.dirname, "..");
+const CLI = path.join(ROOT, "packages", "xds", "src", "cli.ts");
+const HOST = "ratings.shop.internal";
+const TTL_MS = 2000;
+const GRACE_MS = 3000;
+const IPS = ["127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"];
+
+function files(port: number): string {
+  return `apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: ratings, namespace: shop}
+spec:
+  metadata:
+    labels: {app: ratings}
+  template:
+    ports: {grpc: ${port}}
+  probe:
+    periodSeconds: 1
+    tcpSocket: {port: ${port}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [${HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: ${port}, name: grpc, protocol: GRPC}]
+  workloadSelector: {labels: {app: ratings}}
+`;
+}
+
+/** A TCP relay to Consul: B's only way there, so cutting it is a Consul outage for B alone. */
+class Relay {
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  port = 0;
+  constructor(private readonly target: { host: string; port: number }) {}
+  async open(): Promise<void> {
+    const server = net.createServer((client) => {
+      const upstream = net.connect(this.target.port, this.target.host);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.address() as net.AddressInfo).port;
+    this.server = server;
+  }
+  async cut(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    for (const sock of this.sockets) sock.destroy();
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}
+
+/** Replica A: `vmpilot server` as a child process, its JSON log parsed. */
+class ChildReplica {
+  readonly lines: J[] = [];
+  xds = "";
+  http = "";
+  private constructor(readonly child: ChildProcess) {}
+  static async start(configFile: string): Promise<ChildReplica> {
+    const child = spawn(process.execPath, ["--conditions=vmpilot-source", "--import", "tsx", CLI, "server", "--config", configFile], {
+      cwd: ROOT,
+      env: { ...process.env, VMPILOT_LOG_FORMAT: "json", VMPILOT_LOG_LEVEL: "info", VMPILOT_STATE_DIR: "" },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const r = new ChildReplica(child);
+    let buf = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          r.lines.push(JSON.parse(line) as J);
+        } catch {
+          r.lines.push({ message: line });
+        }
+      }
+    });
+    const { value } = await eventually("replica A running", 60_000, async () => {
+      if (child.exitCode !== null) throw new Error(`replica A exited ${child.exitCode}: ${JSON.stringify(r.lines.slice(-5))}`);
+      return r.lines.find((l) => l.message === "vmpilot server running");
+    });
+    r.xds = String(value.xds);
+    r.http = String(value.http);
+    return r;
+  }
+  kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    this.child.kill("SIGKILL");
+    return exited;
+  }
+}
+
+/** A workload's ADS stream (what its agent opens) with health reports. */
+class Workload {
+  readonly client: RawAdsClient<"sotw">;
+  constructor(
+    xds: string,
+    readonly ip: string,
+  ) {
+    this.client = new RawAdsClient(xds, "sotw");
+    this.client.send({
+      node: testNode(`sidecar~${ip}~ratings-vm-${ip.split(".").pop()}.shop~shop.svc.cluster.local`, { NAMESPACE: "shop", AUTO_REGISTER_GROUP: "ratings", LABELS: { version: "v1" } }),
+      type_url: TypeUrl.Cluster,
+      resource_names: [],
+    });
+  }
+  healthy(): void {
+    this.client.send({ type_url: HEALTH_TYPE_URL });
+  }
+  unhealthy(message: string): void {
+    this.client.send({ type_url: HEALTH_TYPE_URL, error_detail: { code: 14, message } });
+  }
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Subscribes to one EDS cluster on B, ACKs everything, and records the health of every address in every answer. */
+class EdsRecorder {
+  readonly answers: { at: number; health: Map<string, string> }[] = [];
+  private stopped = false;
+  private readonly client: RawAdsClient<"sotw">;
+  readonly done: Promise<void>;
+  constructor(xds: string, private readonly cluster: string) {
+    this.client = new RawAdsClient(xds, "sotw");
+    this.client.send({ node: testNode(`sidecar~10.9.9.9~recorder-${Date.now()}.shop~shop.svc.cluster.local`, { NAMESPACE: "shop" }), type_url: TypeUrl.ClusterLoadAssignment, resource_names: [cluster] });
+    this.done = this.loop();
+  }
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      let r;
+      try {
+        r = await this.client.next(500);
+      } catch {
+        if (this.client.status) return;
+        continue;
+      }
+      for (const res of r.resources) {
+        const cla = decodeToJson("envoy.config.endpoint.v3.ClusterLoadAssignment", res.value) as J;
+        if (cla.cluster_name !== this.cluster) continue;
+        const health = new Map<string, string>();
+        for (const l of cla.endpoints ?? []) for (const e of l.lb_endpoints ?? []) health.set(e.endpoint.address.socket_address.address, e.health_status ?? "UNKNOWN");
+        this.answers.push({ at: Date.now(), health });
+      }
+      this.client.send({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: [this.cluster], response_nonce: r.nonce, version_info: r.version_info });
+    }
+  }
+  health(ip: string): string | undefined {
+    return this.answers.at(-1)?.health.get(ip);
+  }
+  /** Every state `ip` had in the answers since `since` (absent = "ABSENT"). */
+  statesSince(ip: string, since: number): string[] {
+    const before = this.answers.filter((a) => a.at < since).at(-1);
+    const states = [before, ...this.answers.filter((a) => a.at >= since)].filter((a) => a !== undefined).map((a) => a!.health.get(ip) ?? "ABSENT");
+    return states.filter((s, i) => i === 0 || states[i - 1] !== s);
+  }
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.client.close();
+    await this.done;
+  }
+}
+
+interface Target {
+  kind: "simulator" | "real";
+  address: string;
+  close(): Promise<void>;
+}
+
+function targets(): { label: string; make: () => Promise<Target>; skipped: () => string | undefined }[] {
+  return [
+    {
+      label: "the Consul HTTP API simulator",
+      make: async () => {
+        // Consul's non-user reaper settings (30 s, 1 m) shortened, as the simulator allows; everything else is Consul's.
+        const sim = await ConsulSimulator.start({ checkReapIntervalMs: 200, checkDeregisterIntervalMinMs: 0 });
+        return { kind: "simulator", address: sim.address, close: () => sim.close() };
+      },
+      skipped: () => undefined,
+    },
+    {
+      label: "a real Consul agent",
+      make: async () => {
+        const t: ConsulTarget = await realTarget();
+        return { kind: "real", address: t.address, close: () => t.close() };
+      },
+      skipped: () => (realConsulBinary() ? undefined : REAL_CONSUL_SKIPPED),
+    },
+  ];
+}
+
+for (const { label, make, skipped } of targets()) {
+  describe(`auto-registered workloads shared by two replicas through Consul (${label})`, function () {
+    this.timeout(240_000);
+    let target: Target;
+    let dir: string;
+    let relay: Relay;
+    let a: ChildReplica;
+    let b: ControlPlane;
+    let servers: EchoServer[];
+    let port: number;
+    let client: EchoClient | undefined;
+    let recorder: EdsRecorder | undefined;
+    const workloads: Workload[] = [];
+    /** Removal by a real Consul waits for its 1 m floor and 30 s reaper. */
+    let removalDeadline = 30_000;
+
+    before(async function () {
+      const why = skipped();
+      if (why) {
+        console.log(`      ${why}`);
+        this.skip();
+      }
+      target = await make();
+      if (target.kind === "real") removalDeadline = 150_000;
+      servers = await echoServersOnOnePort(IPS);
+      port = servers[0]!.port;
+      dir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-autoreg-consul-"));
+      // The GitOps directory both replicas watch; the replicas' own config files live beside it, not in it.
+      const configDir = path.join(dir, "config");
+      await mkdir(configDir);
+      await writeFile(path.join(configDir, "ratings.yaml"), files(port));
+      const autoRegistration = { cleanupGracePeriod: `${GRACE_MS}ms`, consul: { ttl: `${TTL_MS}ms` } };
+      await writeFile(
+        path.join(dir, "replica-a.yaml"),
+        JSON.stringify({
+          configDirs: [configDir],
+          xdsAddr: "127.0.0.1:0",
+          httpAddr: "127.0.0.1:0",
+          consul: { address: target.address, wait: "2s" },
+          autoRegistration: { ...autoRegistration, consul: { ...autoRegistration.consul, replica: "replica-a" } },
+        }),
+      );
+      const consulUrl = new URL(target.address);
+      relay = new Relay({ host: consulUrl.hostname, port: Number(consulUrl.port) });
+      await relay.open();
+      const parsed = resolveServerConfig(
+        {
+          configDirs: [configDir],
+          xdsAddr: "127.0.0.1:0",
+          httpAddr: "127.0.0.1:0",
+          consul: { address: `http://127.0.0.1:${relay.port}` },
+          autoRegistration: { ...autoRegistration, consul: { ...autoRegistration.consul, replica: "replica-b" } },
+        },
+        dir,
+        {},
+      );
+      const config = { ...parsed, consul: { ...parsed.consul!, ...FAST_CONSUL } };
+      [a, b] = await Promise.all([
+        ChildReplica.start(path.join(dir, "replica-a.yaml")),
+        (async () => {
+          const cp = new ControlPlane({ config, createCache: () => new ResourceCache() });
+          await cp.start();
+          return cp;
+        })(),
+      ]);
+      recorder = new EdsRecorder(b.addresses.xds!, `outbound|${port}||${HOST}`);
+    });
+
+    after(async function () {
+      client?.close();
+      await recorder?.stop();
+      for (const w of workloads) w.close();
+      await a?.kill();
+      await b?.stop(1000);
+      await relay?.cut();
+      for (const s of servers ?? []) s.stop();
+      await target?.close();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    afterEach(async function () {
+      if (this.currentTest?.state === "failed" && a) console.log(`replica A log (last 30):\n  ${a.lines.slice(-30).map((l) => JSON.stringify(l)).join("\n  ")}`);
+    });
+
+    function workload(xds: string, ip: string): Workload {
+      const w = new Workload(xds, ip);
+      workloads.push(w);
+      return w;
+    }
+
+    async function json(http: string, p: string): Promise<J> {
+      const res = await fetch(`http://${http}${p}`);
+      return (await res.json()) as J;
+    }
+
+    async function endpointOn(http: string, ip: string): Promise<J | undefined> {
+      const z = await json(http, "/debug/registryz");
+      return (z.services as J[]).find((s) => s.hostname === HOST)?.endpoints.find((e: J) => e.address === ip);
+    }
+
+    /** Consul's view: the vmpilot instances of service `ratings` for `ip`, with their checks. */
+    async function consulInstances(ip: string): Promise<J[]> {
+      const res = await fetch(`${target.address}/v1/health/service/ratings`);
+      const body = (await res.json()) as J[];
+      return body.filter((e) => e.Service.Address === ip);
+    }
+
+    const checkStatus = (inst: J, suffix: string) => (inst.Checks as J[]).find((c) => c.CheckID === `${inst.Service.ID}:${suffix}`)?.Status;
+
+    it("a workload connected only to replica A is served by replica B: a grpc-js-xds client on B reaches it", async function () {
+      const w = workload(a.xds, IPS[0]!);
+      w.healthy();
+      const { value: ep, elapsedMs } = await eventually("B serves the workload HEALTHY", 20_000, async () => {
+        const e = await endpointOn(b.addresses.http!, IPS[0]!);
+        return e?.health === "HEALTHY" ? e : undefined;
+      });
+      console.log(`      (connected to A -> HEALTHY on B: ${elapsedMs} ms)`);
+      expect(ep.workload).to.equal(`WorkloadEntry/shop/ratings-${IPS[0]}`);
+      expect(ep.labels).to.deep.equal({ app: "ratings", version: "v1" });
+      expect(ep.ports).to.deep.equal({ grpc: port });
+
+      const [inst, ...more] = await consulInstances(IPS[0]!);
+      expect(more, "one registration, by replica A").to.deep.equal([]);
+      expect(inst!.Service.Meta).to.deep.include({ "vmpilot-replica": "replica-a", "vmpilot-group": "ratings", "vmpilot-namespace": "shop", "vmpilot-auto-registered": "1" });
+      expect(inst!.Service.Tags).to.deep.equal(["vmpilot-auto-registered", "version=v1"]);
+      expect([checkStatus(inst!, "replica"), checkStatus(inst!, "health")]).to.deep.equal(["passing", "passing"]);
+
+      const configz = await json(b.addresses.http!, "/debug/configz");
+      expect((configz.providedServices as J[]).map((s) => s.hostname), "not a Consul mesh service").not.to.include("ratings.service.consul");
+
+      client = xdsEchoClient(b.addresses.xds!, `${HOST}:${port}`, { NAMESPACE: "shop" });
+      const reached = await eventually("a call through B reaching the workload", 20_000, async () => {
+        const r = await call(client!, {}, {}, 2000);
+        return r.server === IPS[0] ? r : undefined;
+      });
+      expect(reached.value.server).to.equal(IPS[0]);
+    });
+
+    it("the workload's health follows it to B: UNHEALTHY in B's EDS (sent, not dropped) on a failing report to A, HEALTHY again after a passing one", async function () {
+      const w = workloads[0]!;
+      w.unhealthy("connection refused");
+      await eventually("UNHEALTHY in B's EDS", 20_000, async () => (recorder!.health(IPS[0]!) === "UNHEALTHY" ? true : undefined));
+      const [inst] = await consulInstances(IPS[0]!);
+      expect(checkStatus(inst!, "health")).to.equal("critical");
+      expect(checkStatus(inst!, "replica")).to.equal("passing");
+      w.healthy();
+      await eventually("HEALTHY in B's EDS", 20_000, async () => (recorder!.health(IPS[0]!) === "HEALTHY" ? true : undefined));
+    });
+
+    it("a workload moving from A to B stays HEALTHY in B's EDS throughout; after A's grace period only B's registration is left", async function () {
+      const since = Date.now();
+      workloads[0]!.close();
+      await eventually("A's registration in its grace period (liveness warning)", 20_000, async () => {
+        const [inst] = await consulInstances(IPS[0]!);
+        return inst && checkStatus(inst, "replica") === "warning" ? true : undefined;
+      });
+      // The agent reconnects to B; its first health report comes a while later.
+      const moved = workload(b.addresses.xds!, IPS[0]!);
+      await eventually("B's own registration", 20_000, async () => ((await consulInstances(IPS[0]!)).some((i) => i.Service.Meta["vmpilot-replica"] === "replica-b") ? true : undefined));
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(recorder!.health(IPS[0]!), "no local report yet: the one A heard holds").to.equal("HEALTHY");
+      moved.healthy();
+      const { elapsedMs } = await eventually("A's registration deregistered after its grace period", 20_000 + GRACE_MS, async () => {
+        const insts = await consulInstances(IPS[0]!);
+        return insts.length === 1 && insts[0]!.Service.Meta["vmpilot-replica"] === "replica-b" ? true : undefined;
+      });
+      console.log(`      (A's registration gone ${elapsedMs} ms after B's appeared; grace period ${GRACE_MS} ms)`);
+      await eventually("A serves it from B's registration", 20_000, async () => ((await endpointOn(a.http, IPS[0]!))?.health === "HEALTHY" ? true : undefined));
+      expect(recorder!.statesSince(IPS[0]!, since), "B's EDS answers for the workload since the move").to.deep.equal(["HEALTHY"]);
+    });
+
+    it("a graceful stop of a workload removes it from B after the grace period, not before", async function () {
+      const w = workload(a.xds, IPS[1]!);
+      w.healthy();
+      await eventually("B serves it", 20_000, async () => ((await endpointOn(b.addresses.http!, IPS[1]!))?.health === "HEALTHY" ? true : undefined));
+      const stoppedAt = Date.now();
+      w.close();
+      await eventually("gone from B", removalDeadline, async () => ((await endpointOn(b.addresses.http!, IPS[1]!)) === undefined ? true : undefined), 100);
+      const after = Date.now() - stoppedAt;
+      console.log(`      (workload stopped -> removed on B: ${after} ms; grace period ${GRACE_MS} ms)`);
+      expect(after).to.be.at.least(GRACE_MS);
+      expect(await consulInstances(IPS[1]!)).to.deep.equal([]);
+      await eventually("gone from B's EDS", 10_000, async () => (recorder!.health(IPS[1]!) === undefined ? true : undefined));
+    });
+
+    it("a Consul outage on B keeps every endpoint B serves (others' from Consul and its own), and B registers its workloads again afterwards", async function () {
+      const w = workload(a.xds, IPS[2]!);
+      w.healthy();
+      await eventually("B serves A's workload", 20_000, async () => ((await endpointOn(b.addresses.http!, IPS[2]!))?.health === "HEALTHY" ? true : undefined));
+      await eventually("HEALTHY in B's EDS", 20_000, async () => (recorder!.health(IPS[2]!) === "HEALTHY" ? true : undefined));
+      await relay.cut();
+      const cutAt = Date.now();
+      await eventually("B's Consul source stale", 20_000, async () => ((await json(b.addresses.http!, "/debug/configz")).sources as J[]).find((s) => s.name === "consul")?.stale === true || undefined);
+      // Longer than TTL + grace period: long enough for anything that expired entries on its own to have done it.
+      await new Promise((r) => setTimeout(r, TTL_MS + GRACE_MS + 1000));
+      const since = cutAt;
+      expect((await endpointOn(b.addresses.http!, IPS[2]!))?.health, "A's workload, read from Consul before the outage").to.equal("HEALTHY");
+      expect((await endpointOn(b.addresses.http!, IPS[0]!))?.health, "B's own workload").to.equal("HEALTHY");
+      expect(recorder!.statesSince(IPS[2]!, since)).to.deep.equal(["HEALTHY"]);
+      expect(recorder!.statesSince(IPS[0]!, since)).to.deep.equal(["HEALTHY"]);
+
+      // What the others see meanwhile: B stopped renewing, so to Consul it is a dead replica (critical; the
+      // simulator's shortened reaper has removed it by now, a real Consul waits for its 1 m floor).
+      const bInstance = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
+      if (target.kind === "simulator") expect(bInstance, "reaped while B could not renew").to.equal(undefined);
+      else expect(bInstance === undefined || checkStatus(bInstance, "replica") === "critical").to.equal(true);
+
+      await relay.open();
+      await eventually("B's Consul source fresh again", 20_000, async () => ((await json(b.addresses.http!, "/debug/configz")).sources as J[]).find((s) => s.name === "consul")?.stale === false || undefined);
+      const { elapsedMs } = await eventually("B's workload registered (and passing) again", 30_000, async () => {
+        const inst = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
+        return inst && checkStatus(inst, "replica") === "passing" ? true : undefined;
+      });
+      console.log(`      (relay restored -> B's registration passing again: ${elapsedMs} ms)`);
+      expect((await endpointOn(b.addresses.http!, IPS[2]!))?.health).to.equal("HEALTHY");
+    });
+
+    it("killing replica A (SIGKILL): B marks its workload UNHEALTHY after the TTL, and removes it after the grace period", async function () {
+      const w = workload(a.xds, IPS[3]!);
+      w.healthy();
+      await eventually("B serves it", 20_000, async () => ((await endpointOn(b.addresses.http!, IPS[3]!))?.health === "HEALTHY" ? true : undefined)).catch(async (err: Error) => {
+        const sources = (await json(b.addresses.http!, "/debug/configz")).sources;
+        throw new Error(`${err.message}; B's sources: ${JSON.stringify(sources)}; Consul: ${JSON.stringify(await consulInstances(IPS[3]!))}; B's endpoint: ${JSON.stringify(await endpointOn(b.addresses.http!, IPS[3]!))}`);
+      });
+      await eventually("HEALTHY in B's EDS", 20_000, async () => (recorder!.health(IPS[3]!) === "HEALTHY" ? true : undefined));
+      const since = Date.now();
+      await a.kill();
+      const killedAt = Date.now();
+      const unhealthy = await eventually("UNHEALTHY in B's EDS", 20_000 + TTL_MS, async () => (recorder!.health(IPS[3]!) === "UNHEALTHY" ? true : undefined));
+      const removed = await eventually("removed from B's EDS", removalDeadline, async () => (recorder!.health(IPS[3]!) === undefined ? true : undefined), 100);
+      const unhealthyAfter = unhealthy.elapsedMs;
+      const removedAfter = Date.now() - killedAt;
+      console.log(`      (killed -> UNHEALTHY on B: ${unhealthyAfter} ms (TTL ${TTL_MS} ms); -> removed: ${removedAfter} ms (grace period ${GRACE_MS} ms))`);
+      expect(unhealthyAfter, "not before the last renewal's TTL ran out").to.be.at.least(TTL_MS * 0.6);
+      expect(removed.elapsedMs, "the grace period after it turned critical").to.be.at.least(GRACE_MS * 0.9);
+      expect(recorder!.statesSince(IPS[3]!, since)).to.deep.equal(["HEALTHY", "UNHEALTHY", "ABSENT"]);
+      expect(await consulInstances(IPS[3]!)).to.deep.equal([]);
+    });
+  });
+}
