@@ -372,4 +372,35 @@ describe("ADS state of the world", function () {
     const st = await c.ended();
     expect(st.code).to.equal(grpc.status.INVALID_ARGUMENT);
   });
+
+  it("streams of one view are sent one shared encoding of a whole map, and are still acknowledged one by one", async function () {
+    const [c1, c2] = [connect(), connect()];
+    const first: { r: Awaited<ReturnType<typeof c1.next>>; e: Awaited<ReturnType<typeof c1.next>> }[] = [];
+    for (const [i, c] of [c1!, c2!].entries()) {
+      c.send({ node: testNode(`envoy-${i}`), type_url: CDS, resource_names: [] });
+      const r = await c.next();
+      c.send({ type_url: CDS, resource_names: [], response_nonce: r.nonce, version_info: r.version_info });
+      c.send({ type_url: EDS, resource_names: ["a", "b"] });
+      const e = await c.next();
+      c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: e.nonce, version_info: e.version_info });
+      first.push({ r, e });
+    }
+    // The same response (nonce included) for both: encoded once.
+    expect(first[1]!.r.nonce).to.equal(first[0]!.r.nonce);
+    expect(first[1]!.e.nonce).to.equal(first[0]!.e.nonce);
+    expect(names(first[1]!.e)).to.deep.equal(["a", "b"]);
+    await c2!.expectNothingPending();
+    expect(ads.status().every((st) => st.types.filter((t) => t.typeUrl === CDS || t.typeUrl === EDS).every((t) => !t.pending && t.acked?.nonce === t.sent?.nonce))).to.equal(true);
+    // A change reaches each with a nonce it has not seen, and each ACK settles its own stream.
+    source.set(EDS, [cla("a", ["10.0.0.7"]), cla("b", [])]);
+    ads.push();
+    for (const [i, c] of [c1!, c2!].entries()) {
+      const e = await c.next();
+      expect(names(e)).to.deep.equal(["a"]);
+      expect(e.nonce).to.not.equal(first[i]!.e.nonce);
+      c.send({ type_url: EDS, resource_names: ["a", "b"], response_nonce: e.nonce, version_info: e.version_info });
+    }
+    await c2!.expectNothingPending();
+    expect(ads.status().every((st) => st.types.filter((t) => t.typeUrl === CDS || t.typeUrl === EDS).every((t) => !t.pending && t.acked?.nonce === t.sent?.nonce))).to.equal(true);
+  });
 });

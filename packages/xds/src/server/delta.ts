@@ -10,7 +10,7 @@
 // differences (see Known): the thousand sidecars of one scope share one 6,000-entry map, not a copy each.
 import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { type DeltaRequest, encodeDeltaResponse } from "./ads.js";
-import { type Plan, type TypeState, XdsStream } from "./stream.js";
+import { type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
 
 /** Marks a name we told the client does not exist, so the notice is not repeated. */
 const ABSENT = "\0absent";
@@ -200,7 +200,11 @@ export class DeltaStream extends XdsStream {
     this.evaluate();
   }
 
-  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, _all: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
+  protected override namesFrozen(state: TypeState): boolean {
+    return (state as DeltaTypeState).namesShared;
+  }
+
+  protected plan(state: TypeState, desired: ReadonlyMap<string, EncodedResource>, all: ReadonlyMap<string, EncodedResource>, candidates?: ReadonlySet<string>): Plan {
     const s = state as DeltaTypeState;
     const upserts: EncodedResource[] = [];
     for (const r of desired.values()) if (s.clientHas.get(r.name) !== r.version) upserts.push(r);
@@ -212,18 +216,27 @@ export class DeltaStream extends XdsStream {
     }
     // Subscribed names that do not exist: say so once, so the client stops waiting for them.
     for (const name of candidates ?? s.names) if (s.names.has(name) && !desired.has(name) && !s.clientHas.has(name)) notices.push(name);
-    return { desired, upserts, removals, notices, gone: [] };
+    return { desired, upserts, removals, notices, gone: [], ...(desired === all ? { complete: all } : {}) };
   }
 
-  protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
+  protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined {
     const s = state as DeltaTypeState;
-    const resources = [...plan.upserts].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const removed = [...plan.notices, ...(removeNow ? plan.removals : [])].sort();
-    for (const r of resources) setHas(s, r.name, r);
+    for (const r of plan.upserts) setHas(s, r.name, r);
     // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
     for (const n of removed) setHas(s, n, s.names.has(n) ? ABSENT : undefined);
     const version = s.hasVersion.toString();
-    this.write(encodeDeltaResponse({ system_version_info: version, type_url: s.typeUrl, nonce, resources, removed_resources: removed }));
-    return { version, resources: resources.length, removed: removed.length };
+    // Every resource of a shared map (a first response): the same bytes for every stream of the scope.
+    const shared = plan.complete && plan.upserts.length === plan.complete.size ? plan.complete : undefined;
+    const sent = this.writeResponse(s, shared, `${s.typeUrl}\0${version}\0${removed.join("\0")}`, nonce, (n) =>
+      encodeDeltaResponse({
+        system_version_info: version,
+        type_url: s.typeUrl,
+        nonce: n,
+        resources: [...plan.upserts].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+        removed_resources: removed,
+      }),
+    );
+    return { version, nonce: sent, resources: plan.upserts.length, removed: removed.length };
   }
 }

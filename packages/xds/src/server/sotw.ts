@@ -9,7 +9,7 @@
 // client sends another once it has processed the latest response).
 import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { encodeSotwResponse, type SotwRequest } from "./ads.js";
-import { type Plan, type TypeState, XdsStream } from "./stream.js";
+import { type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
 
 interface SotwTypeState extends TypeState {
   /**
@@ -135,7 +135,7 @@ export class SotwStream extends XdsStream {
     return { desired, upserts, removals, notices: [], gone, ...(complete ? { complete } : {}) };
   }
 
-  protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined {
+  protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined {
     const s = state as SotwTypeState;
     // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
     const dropped = removeNow ? [...plan.gone, ...plan.removals] : plan.gone;
@@ -154,9 +154,14 @@ export class SotwStream extends XdsStream {
       for (const n of dropped) sent.delete(n);
     }
     const complete = COMPLETE_TYPES.has(s.typeUrl);
-    const resources = [...(complete ? s.sent.values() : plan.upserts)].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const list = complete ? s.sent : plan.upserts;
+    const count = complete ? s.sent.size : plan.upserts.length;
+    // The same bytes for every stream of the scope when the response is a whole shared map (see sharedResponse).
+    const shared = complete ? (s.sentOwned ? undefined : s.sent) : plan.complete && plan.desired === plan.complete && count === plan.desired.size ? plan.complete : undefined;
     const version = s.sentVersion.toString();
-    this.write(encodeSotwResponse({ version_info: version, type_url: s.typeUrl, nonce, resources }));
-    return { version, resources: resources.length, removed: removeNow ? plan.removals.length : 0 };
+    const sent = this.writeResponse(s, shared, `${s.typeUrl}\0${version}`, nonce, (n) =>
+      encodeSotwResponse({ version_info: version, type_url: s.typeUrl, nonce: n, resources: [...list.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) }),
+    );
+    return { version, nonce: sent, resources: count, removed: removeNow ? plan.removals.length : 0 };
   }
 }

@@ -112,6 +112,69 @@ export interface StreamStatus {
 
 export type Writer = (message: Buffer) => void;
 
+/** What respond() sent: the response's version and nonce, and how many resources and removals it carried. */
+export interface Responded {
+  version: string;
+  nonce: string;
+  resources: number;
+  removed: number;
+}
+
+/** Per set of subscribed names (never changed in place), whether it names every resource of a source map. */
+const coverage = new WeakMap<ReadonlySet<string>, WeakMap<ReadonlyMap<string, EncodedResource>, boolean>>();
+
+function covers(names: ReadonlySet<string>, all: ReadonlyMap<string, EncodedResource>, frozen: boolean): boolean {
+  if (names.size < all.size) return false;
+  let byMap = frozen ? coverage.get(names) : undefined;
+  const known = byMap?.get(all);
+  if (known !== undefined) return known;
+  let out = true;
+  for (const n of all.keys())
+    if (!names.has(n)) {
+      out = false;
+      break;
+    }
+  if (frozen) {
+    if (!byMap) coverage.set(names, (byMap = new WeakMap()));
+    byMap.set(all, out);
+  }
+  return out;
+}
+
+/**
+ * Responses that carry a whole shared source map (a sidecar's 3,000 clusters, its first 3,000 assignments) are the
+ * same bytes for every proxy of the scope but for the nonce. They are encoded once per (map, type, version,
+ * removals) with a nonce of their own, and that one buffer goes to every such stream: a connect storm encodes a
+ * scope's 1.9 MB once, not once per proxy (and makes that much less garbage per proxy). A nonce only has to be
+ * unique within a stream: one that would get the same shared response twice in a row gets its own encoding.
+ */
+const sharedResponses = new WeakMap<ReadonlyMap<string, EncodedResource>, Map<string, { nonce: string; message: Buffer }>>();
+/** Responses kept per map (versions differ only for streams whose earlier state differed: few). */
+const SHARED_RESPONSES_PER_MAP = 4;
+let sharedNonces = 0;
+
+function sharedResponse(
+  map: ReadonlyMap<string, EncodedResource>,
+  key: string,
+  lastNonce: string | undefined,
+  encode: (nonce: string) => Buffer,
+): { nonce: string; message: Buffer } {
+  let byKey = sharedResponses.get(map);
+  if (!byKey) sharedResponses.set(map, (byKey = new Map()));
+  let r = byKey.get(key);
+  if (r && r.nonce === lastNonce) {
+    const nonce = `${process.pid.toString(36)}-s${(++sharedNonces).toString(36)}`;
+    return { nonce, message: encode(nonce) };
+  }
+  if (!r) {
+    const nonce = `${process.pid.toString(36)}-s${(++sharedNonces).toString(36)}`;
+    r = { nonce, message: encode(nonce) };
+    if (byKey.size >= SHARED_RESPONSES_PER_MAP) byKey.delete(byKey.keys().next().value!);
+    byKey.set(key, r);
+  }
+  return r;
+}
+
 let streamCounter = 0;
 
 export abstract class XdsStream {
@@ -215,11 +278,32 @@ export abstract class XdsStream {
   }
 
   /** Sends one response for `state` made of `upserts`, `removals` (allowed now) and `notices`. */
-  protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): { version: string; resources: number; removed: number } | undefined;
+  protected abstract respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined;
+
+  /**
+   * Writes a response that carries a whole shared source map (see sharedResponse), or one encoded for this stream
+   * alone when `map` is undefined. Returns the nonce the response went out with.
+   */
+  protected writeResponse(
+    state: TypeState,
+    map: ReadonlyMap<string, EncodedResource> | undefined,
+    key: string,
+    nonce: string,
+    encode: (nonce: string) => Buffer,
+  ): string {
+    if (!map) {
+      this.write(encode(nonce));
+      return nonce;
+    }
+    const r = sharedResponse(map, key, state.lastSent?.nonce, encode);
+    this.write(r.message);
+    return r.nonce;
+  }
 
   /** What exists for this proxy, restricted to the subscription. */
   protected desired(state: TypeState, all: ReadonlyMap<string, EncodedResource>): ReadonlyMap<string, EncodedResource> {
-    if (state.wildcard) return all;
+    // A subscription to every name of the map (Envoy's EDS subscription: every cluster it has) wants the map itself.
+    if (state.wildcard || covers(state.names, all, this.namesFrozen(state))) return all;
     const out = new Map<string, EncodedResource>();
     for (const name of state.names) {
       const r = all.get(name);
@@ -237,6 +321,11 @@ export abstract class XdsStream {
       if (r) out.set(name, r);
     }
     return out;
+  }
+
+  /** Whether `state.names` is never changed in place (then what it covers is remembered per set). */
+  protected namesFrozen(_state: TypeState): boolean {
+    return true;
   }
 
   protected available(typeUrl: string): ReadonlyMap<string, EncodedResource> {
@@ -330,8 +419,7 @@ export abstract class XdsStream {
         if (triggeredAt !== undefined) s.dirtySince = Math.min(s.dirtySince ?? triggeredAt, triggeredAt);
         return;
       }
-      const nonce = this.nextNonce();
-      const out = this.respond(s, p, removeNow, nonce);
+      const out = this.respond(s, p, removeNow, this.nextNonce());
       // Everything planned went out unless removals were deferred: the proxy now has what `all` holds.
       const has = p.removals.length === 0 || removeNow ? sources.get(s) : undefined;
       if (has) this.markSynced(s, has);
@@ -342,7 +430,7 @@ export abstract class XdsStream {
       const at = Date.now();
       const trigger = s.dirtySince ?? triggeredAt;
       s.dirtySince = undefined;
-      s.lastSent = { nonce, version: out.version, at, resources: out.resources, removed: out.removed };
+      s.lastSent = { nonce: out.nonce, version: out.version, at, resources: out.resources, removed: out.removed };
       s.inflight = { ...s.lastSent, ...(trigger !== undefined ? { triggeredAt: trigger } : {}) };
       this.observer.sent?.(this, s.typeUrl, out.resources, out.removed);
       // This type is now in flight: the types after it see that when deciding on their removals.
