@@ -375,6 +375,25 @@ for (const { label, make, skipped } of targets()) {
       expect(reached.value.server).to.equal(IPS[0]);
     });
 
+    it("a replica started later serves the workload as soon as start() resolves (read back from Consul, nothing published by it)", async function () {
+      const cfg = resolveServerConfig(
+        { configDirs: [path.join(dir, "config")], xdsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", consul: { address: target.address }, autoRegistration: { consul: { replica: "replica-c", register: false } } },
+        dir,
+        {},
+      );
+      const c = new ControlPlane({ config: { ...cfg, consul: { ...cfg.consul!, ...FAST_CONSUL } }, createCache: () => new ResourceCache() });
+      await c.start();
+      try {
+        const first = c.current();
+        const entry = first.configs.get(`WorkloadEntry/shop/ratings-${IPS[0]}`);
+        expect(entry?.kind, "in the current snapshot once start() resolved").to.equal("WorkloadEntry");
+        expect(entry?.status).to.deep.equal({ health: "HEALTHY" });
+        expect(first.sources.find((x) => x.name === "auto-registration")?.revision).to.equal("1 registered (0 through this replica, 1 through others)");
+      } finally {
+        await c.stop(1000);
+      }
+    });
+
     it("the workload's health follows it to B: UNHEALTHY in B's EDS (sent, not dropped) on a failing report to A, HEALTHY again after a passing one", async function () {
       const w = workloads[0]!;
       w.unhealthy("connection refused");

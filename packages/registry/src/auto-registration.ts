@@ -188,6 +188,8 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
   private starts = 0;
   private state: SourceState | undefined;
   private remoteCount = 0;
+  private startGate: (() => Promise<void>) | undefined;
+  private publishError: string | undefined;
 
   constructor(opts: AutoRegistrationOptions = {}) {
     super();
@@ -196,8 +198,25 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     this.replica = opts.replica;
   }
 
+  /**
+   * A registry starting this source waits for `gate` too: the Consul read-back, so the other replicas' workloads
+   * are known when the registry first builds (their entries follow as soon as the groups are known), whatever
+   * order the sources' start-up events happen to come in.
+   */
+  setStartGate(gate: (() => Promise<void>) | undefined): void {
+    this.startGate = gate;
+  }
+
   async start(): Promise<void> {
     this.starts++;
+    await this.startGate?.();
+  }
+
+  /** Publishing this replica's workloads (to Consul) fails: shown as the source's lastError. Undefined clears it. */
+  setPublishError(message: string | undefined): void {
+    if (message === this.publishError) return;
+    this.publishError = message;
+    this.changed();
   }
 
   /** The last registry using it stops it: pending removals are dropped with everything else. */
@@ -545,6 +564,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     objects.sort((a, b) => compare(configKey(a), configKey(b)));
     const revision = this.replica === undefined ? `${objects.length} registered` : `${objects.length} registered (${local} through this replica, ${objects.length - local} through others)`;
     const status: SourceStatus = { name: SOURCE_NAME, synced: true, stale: false, revision };
+    if (this.publishError !== undefined) status.lastError = this.publishError;
     return { objects, problems, status };
   }
 

@@ -4,6 +4,9 @@
 // them back as remote workloads (not as Consul mesh services); TTL expiry and DeregisterCriticalServiceAfter do the
 // rest when a replica stops renewing.
 import { expect } from "chai";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { AutoRegistrationSource, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
 import { ConsulSource } from "../src/consul/source.js";
 import { ConsulWorkloadPublisher } from "../src/consul/workload-publisher.js";
@@ -300,6 +303,33 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     expect(removedAfter - unhealthyAfter, "removal waits out the grace period").to.be.at.least(GRACE * 0.9);
     await a.stop();
     await b.stop();
+  });
+
+  it("writes with the ACL token from the token file; a refused token is reported, and fixing the file recovers", async function () {
+    await sim.close();
+    sim = await ConsulSimulator.start({ aclToken: "s3cret", checkReapIntervalMs: 100, checkDeregisterIntervalMinMs: 0 });
+    cleanups.push(() => sim.close());
+    const dir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-consul-acl-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const tokenFile = path.join(dir, "token");
+    await writeFile(tokenFile, "wrong\n");
+    const a = await source("a");
+    const errors: (string | undefined)[] = [];
+    const p = new ConsulWorkloadPublisher(
+      { consul: { address: sim.address, tokenFile }, replica: "a", servicePrefix: "", ttlMs: TTL, deregisterAfterMs: GRACE, onError: (m) => errors.push(m) },
+      () => a.published(),
+    );
+    a.on("local", () => p.notify());
+    p.start();
+    cleanups.push(() => p.stop());
+    a.connect(conn());
+    await until("denied", () => errors.at(-1));
+    expect(errors.at(-1)).to.match(/403.*ACL not found/);
+    await writeFile(tokenFile, "s3cret\n");
+    await until("registered with the right token", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`), 10 * TTL);
+    await until("error cleared", () => errors.at(-1) === undefined);
+    expect(sim.requestsTo("/v1/agent/service/register").at(-1)?.token).to.equal("s3cret");
+    await a.stop();
   });
 
   it("the ConsulSource keeps remote workloads through a Consul outage", async function () {

@@ -56,6 +56,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   private tokenProblem: string | undefined;
   private running = false;
   private firstOutcome: (() => void) | undefined;
+  private outcome: Promise<void> = Promise.resolve();
   private cached: SourceState | undefined;
   private metaFingerprint = "";
   private emitScheduled = false;
@@ -87,6 +88,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     this.lastError = undefined;
     this.cached = undefined;
     const outcome = new Promise<void>((resolve) => (this.firstOutcome = resolve));
+    this.outcome = outcome;
     this.http = new ConsulHttp(this.options, () => this.token);
     this.catalogWatch = new BlockingWatch<CatalogServices>(
       CATALOG_KEY,
@@ -109,6 +111,11 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     }
     this.refreshMeta();
     await outcome;
+  }
+
+  /** What start() waits for (first full sync or first failure), for others that must not run ahead of it. */
+  started(): Promise<void> {
+    return this.outcome;
   }
 
   async stop(): Promise<void> {

@@ -34,6 +34,8 @@ export interface WorkloadPublisherOptions extends WorkloadRegistrationOptions {
   consul: ConsulSourceOptions;
   /** Writes in flight at once. Default 8. */
   concurrency?: number;
+  /** Called when the current failure (undefined: none) changes. */
+  onError?: (message: string | undefined) => void;
   logger?: ConsulLogger;
 }
 
@@ -201,11 +203,17 @@ export class ConsulWorkloadPublisher {
     if (errors.length > 0) {
       const message = `${errors.length} Consul write(s) failed, first: ${errors[0]}`;
       if (this.failure === undefined) this.log.warn(`consul: ${message}; retrying every renewal period, entries keep being served`);
-      this.failure = message;
+      this.setFailure(message);
     } else if (this.failure !== undefined) {
       this.log.info("consul: auto-registration writes succeed again");
-      this.failure = undefined;
+      this.setFailure(undefined);
     }
+  }
+
+  private setFailure(message: string | undefined): void {
+    if (message === this.failure) return;
+    this.failure = message;
+    this.options.onError?.(message === undefined ? undefined : `registering auto-registered workloads in Consul: ${message}`);
   }
 
   private async register(key: string, reg: AgentServiceRegistration, fingerprint: string, p: PublishedWorkload): Promise<void> {
@@ -224,7 +232,7 @@ export class ConsulWorkloadPublisher {
     } catch (err) {
       const message = `cannot read Consul ACL token file ${this.tokenFile}: ${(err as Error).message}`;
       if (this.failure !== message) this.log.warn(`consul: ${message}; auto-registered workloads are not published`);
-      this.failure = message;
+      this.setFailure(message);
       return false;
     }
   }

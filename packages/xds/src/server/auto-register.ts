@@ -76,8 +76,25 @@ export class AutoRegistrar {
       source?.on("change", this.onConsul);
       // No Consul any more: other replicas' workloads cannot be known.
       if (!source) this.source.setRemote([]);
+      // A registry starting with this source holds its first snapshot until the read-back is in.
+      this.source.setStartGate(
+        source
+          ? async () => {
+              await source.started();
+              if (this.consulSource === source) this.readBack();
+            }
+          : undefined,
+      );
     }
     this.publishing = publishing;
+    this.restartPublisher();
+  }
+
+  /** New `autoRegistration.consul` settings (SIGHUP) on the same Consul; `replica` only changes on restart. */
+  setPublishingSettings(settings: Omit<ConsulPublishing, "consul"> | undefined): void {
+    if (!this.publishing) return;
+    const { register, ttlMs, servicePrefix } = settings ?? {};
+    this.publishing = { consul: this.publishing.consul, register, ttlMs, servicePrefix };
     this.restartPublisher();
   }
 
@@ -116,8 +133,13 @@ export class AutoRegistrar {
     this.publisher = undefined;
     this.publisherKey = key;
     void old?.stop();
+    this.source.setPublishError(undefined);
     if (!options) return;
-    this.publisher = new ConsulWorkloadPublisher({ ...options, logger: this.log }, () => this.source.published());
+    const publisher: ConsulWorkloadPublisher = new ConsulWorkloadPublisher(
+      { ...options, logger: this.log, onError: (m) => this.publisher === publisher && this.source.setPublishError(m) },
+      () => this.source.published(),
+    );
+    this.publisher = publisher;
     this.publisher.start();
     this.log.info(`auto-registered workloads are registered in Consul as replica ${this.replica}`, { consul: options.consul.address, ttlMs: options.ttlMs });
   }

@@ -215,6 +215,7 @@ export class ControlPlane {
     }
     if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
     this.autoRegistration.setGracePeriod(next.autoRegistration.cleanupGracePeriodMs);
+    this.autoRegistration.setPublishingSettings(next.autoRegistration.consul);
     const sourcesChanged = JSON.stringify([prev.configDirs, prev.consul]) !== JSON.stringify([next.configDirs, next.consul]);
     this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
     if (sourcesChanged) {
