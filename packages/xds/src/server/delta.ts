@@ -222,7 +222,11 @@ export class DeltaStream extends XdsStream {
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined {
     const s = state as DeltaTypeState;
     const removed = [...plan.notices, ...(removeNow ? plan.removals : [])].sort();
-    for (const r of plan.upserts) setHas(s, r.name, r);
+    if (plan.complete && (removeNow || plan.removals.length === 0)) {
+      // The client will have exactly the shared map (within its subscription): share it and take its version.
+      s.clientHas.rebase(plan.complete);
+      s.hasVersion.assign(SetVersion.of(plan.complete));
+    } else for (const r of plan.upserts) setHas(s, r.name, r);
     // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
     for (const n of removed) setHas(s, n, s.names.has(n) ? ABSENT : undefined);
     const version = s.hasVersion.toString();

@@ -139,16 +139,18 @@ export class SotwStream extends XdsStream {
     const s = state as SotwTypeState;
     // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
     const dropped = removeNow ? [...plan.gone, ...plan.removals] : plan.gone;
-    for (const r of plan.upserts) {
-      const old = s.sent.get(r.name);
-      if (old) s.sentVersion.remove(r.name, old);
-      s.sentVersion.add(r.name, r);
-    }
-    for (const n of dropped) s.sentVersion.remove(n, s.sent.get(n)!);
     if (plan.complete && (removeNow || plan.removals.length === 0)) {
+      // The proxy now has exactly the shared map: its record is that map, and its version the map's.
       s.sent = plan.complete;
       s.sentOwned = false;
+      s.sentVersion.assign(SetVersion.of(plan.complete));
     } else {
+      for (const r of plan.upserts) {
+        const old = s.sent.get(r.name);
+        if (old) s.sentVersion.remove(r.name, old);
+        s.sentVersion.add(r.name, r);
+      }
+      for (const n of dropped) s.sentVersion.remove(n, s.sent.get(n)!);
       const sent = this.ownSent(s);
       for (const r of plan.upserts) sent.set(r.name, r);
       for (const n of dropped) sent.delete(n);
