@@ -494,5 +494,21 @@ for (const { label, make, skipped } of targets()) {
       expect(recorder!.statesSince(IPS[3]!, since)).to.deep.equal(["HEALTHY", "UNHEALTHY", "ABSENT"]);
       expect(await consulInstances(IPS[3]!)).to.deep.equal([]);
     });
+
+    it("a graceful stop of replica B deregisters nothing: its workloads' registrations are left to expire", async function () {
+      const before = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
+      expect(before && checkStatus(before, "replica")).to.equal("passing");
+      await recorder!.stop();
+      recorder = undefined;
+      client?.close();
+      client = undefined;
+      await b.stop(1000);
+      const after = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
+      expect(after, "still registered right after the stop").to.not.equal(undefined);
+      await eventually("B's registration critical once its TTL ran out", 20_000 + TTL_MS, async () => {
+        const i = (await consulInstances(IPS[0]!)).find((x) => x.Service.Meta["vmpilot-replica"] === "replica-b");
+        return i && checkStatus(i, "replica") === "critical" ? true : undefined;
+      });
+    });
   });
 }

@@ -254,9 +254,11 @@ export class ControlPlane {
           hs.closeAllConnections();
         });
       }
+      // Publishing stops before the registry stops its sources: a stopped auto-registration source holds no
+      // workloads, and a publisher still running would deregister them all instead of leaving them to expire.
+      await this.autoRegistration.close();
       this.registry.off("snapshot", this.onSnapshot);
       await this.registry.stop();
-      await this.autoRegistration.close();
     })();
     return this.stopping;
   }
