@@ -60,6 +60,43 @@ function keyOf(o: ConfigObject): string {
 
 const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
 
+/**
+ * The rules that may match a host: those naming it exactly plus those with a wildcard pattern, in the rules' own
+ * (sorted) order, so a caller that keeps the first of equally good matches picks what a walk over all rules picks.
+ */
+class HostIndex<T> {
+  private readonly exact = new Map<string, number[]>();
+  private readonly wildcard: number[] = [];
+  private readonly memo = new Map<string, readonly T[]>();
+
+  constructor(
+    private readonly rules: readonly T[],
+    hostsOf: (rule: T) => readonly string[],
+  ) {
+    rules.forEach((rule, i) => {
+      let wild = false;
+      for (const h of hostsOf(rule)) {
+        if (h === "*" || h.startsWith("*.")) wild = true;
+        else {
+          const list = this.exact.get(h) ?? [];
+          if (list[list.length - 1] !== i) list.push(i);
+          this.exact.set(h, list);
+        }
+      }
+      if (wild) this.wildcard.push(i);
+    });
+  }
+
+  candidates(host: string): readonly T[] {
+    let out = this.memo.get(host);
+    if (!out) {
+      const idx = [...new Set([...(this.exact.get(host) ?? []), ...this.wildcard])].sort((a, b) => a - b);
+      this.memo.set(host, (out = idx.map((i) => this.rules[i]!)));
+    }
+    return out;
+  }
+}
+
 /** Indexes over the routing kinds. Depends only on `snapshot.configs`, so it is rebuilt only when routing changed. */
 export class RoutingIndex {
   readonly destinationRules: readonly DestinationRuleConfig[];
@@ -71,6 +108,9 @@ export class RoutingIndex {
   private readonly meshSelectors: Readonly<Record<string, string>>[] = [];
   /** Gateway selectors: they look at gateway proxies of any namespace. */
   private readonly gatewaySelectors: Readonly<Record<string, string>>[] = [];
+  /** Which rules can match a host (asked per scope and service: thousands of times per scope). */
+  private readonly drByHost: HostIndex<DestinationRuleConfig>;
+  private readonly vsByHost: HostIndex<VirtualServiceConfig>;
 
   constructor(configs: RegistrySnapshot["configs"]) {
     const drs: DestinationRuleConfig[] = [];
@@ -99,6 +139,8 @@ export class RoutingIndex {
     const byKey = (a: ConfigObject, b: ConfigObject): number => compareStrings(keyOf(a), keyOf(b));
     this.destinationRules = drs.sort(byKey);
     this.virtualServices = vss.sort(byKey);
+    this.drByHost = new HostIndex(this.destinationRules, (dr) => [dr.spec.host]);
+    this.vsByHost = new HostIndex(this.virtualServices, (vs) => vs.spec.hosts ?? []);
     for (const list of this.sidecarsByNamespace.values()) list.sort(byKey);
   }
 
@@ -108,7 +150,7 @@ export class RoutingIndex {
     for (const ns of order) {
       let best: DestinationRuleConfig | undefined;
       let bestScore = -1;
-      for (const dr of this.destinationRules) {
+      for (const dr of this.drByHost.candidates(host)) {
         if (dr.metadata.namespace !== ns || !hostMatches(dr.spec.host, host)) continue;
         if (dr.spec.workloadSelector && (ns !== namespace || !labelsMatch(labels, dr.spec.workloadSelector.labels))) continue;
         if (!isExportedTo(exportToOf(dr), namespace)) continue;
@@ -128,7 +170,7 @@ export class RoutingIndex {
   virtualService(namespace: string, host: string, serviceNamespace: string): VirtualServiceConfig | undefined {
     let best: VirtualServiceConfig | undefined;
     let bestScore = -1;
-    for (const vs of this.virtualServices) {
+    for (const vs of this.vsByHost.candidates(host)) {
       if (!isExportedTo(exportToOf(vs), namespace)) continue;
       const gateways = vs.spec.gateways;
       if (gateways && gateways.length > 0 && !gateways.includes("mesh")) continue;
