@@ -512,3 +512,15 @@ for (const { label, make, skipped } of targets()) {
     });
   });
 }
+
+describe("server config: autoRegistration.consul", function () {
+  const base = { configDirs: ["/x"], consul: { address: "http://127.0.0.1:8500" } };
+  it("takes register, ttl, servicePrefix and replica; leaves them out when not given; rejects what Consul could not use", function () {
+    expect(resolveServerConfig(base, "/", {}).autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000 });
+    const full = resolveServerConfig({ ...base, autoRegistration: { consul: { register: false, ttl: "45s", servicePrefix: "vm-", replica: "cp-1" } } }, "/", {});
+    expect(full.autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000, consul: { register: false, ttlMs: 45_000, servicePrefix: "vm-", replica: "cp-1" } });
+    expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { ttl: "500ms" } } }, "/", {})).to.throw(/autoRegistration.consul.ttl: at least 1s/);
+    expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { servicePrefix: "VM_" } } }, "/", {})).to.throw(/servicePrefix/);
+    expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { tll: "5s" } } }, "/", {})).to.throw(/unknown key "tll"/);
+  });
+});
