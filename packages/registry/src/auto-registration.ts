@@ -299,7 +299,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
       return;
     }
     const group = this.groupOf(slot);
-    if (!group || this.refused(slot, w.latest, group)) {
+    if (!group || refusesIdentity(group, w.latest)) {
       // Never registered: nothing to keep through a grace period.
       this.dropLocal(slot);
       return this.changed(true);
@@ -378,7 +378,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     for (const slot of this.slots.values()) {
       const w = slot.local;
       const group = this.groupOf(slot);
-      if (!w || !slot.entry || !group || this.refused(slot, w.latest, group)) continue;
+      if (!w || !slot.entry || !group || refusesIdentity(group, w.latest)) continue;
       const conn = w.latest;
       const p: PublishedWorkload = {
         key: slot.key,
@@ -463,13 +463,6 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     return { facts: describer.facts, health, gone: false };
   }
 
-  /** Whether the group refuses the workload's identity (see derive). */
-  private refused(_slot: Slot, facts: WorkloadConnection, group: WorkloadGroupConfig): boolean {
-    const sa = facts.serviceAccount;
-    const want = group.spec.template.serviceAccount;
-    return want !== undefined && sa !== undefined && sa !== want;
-  }
-
   /** Re-derives a slot's entry (or problem); true if either changed. */
   private derive(slot: Slot): boolean {
     const group = this.groupOf(slot);
@@ -487,7 +480,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
           facts,
           `proxy ${facts.proxyId} asks to be auto-registered in WorkloadGroup ${slot.namespace}/${slot.group}, which does not exist; it is served, but not registered`,
         );
-      } else if (this.refused(slot, facts, group)) {
+      } else if (refusesIdentity(group, facts)) {
         // Registering it would put an endpoint whose certificate says `sa` behind services whose clients
         // verify the group's identity: refuse instead of advertising an endpoint every mTLS call would reject.
         slot.problem = this.problem(
@@ -574,6 +567,13 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     this.emit("change");
     if (local) this.emit("local");
   }
+}
+
+/** Whether the group refuses the workload's identity (see derive). */
+function refusesIdentity(group: WorkloadGroupConfig, facts: WorkloadConnection): boolean {
+  const sa = facts.serviceAccount;
+  const want = group.spec.template.serviceAccount;
+  return want !== undefined && sa !== undefined && sa !== want;
 }
 
 /** Facts per remote record, so an unchanged record keeps its object (derive compares by identity first). */
