@@ -22,7 +22,8 @@
 //   the servers kept the catalog), failWith(500), resetIndex() (indexes go backwards, as after a snapshot restore),
 //   touchService() (index moves, content does not), setKnownLeader(false) (leader lost), and a request log;
 // - agent TTL checks as Consul's agent runs them (agent/checks/check.go CheckTTL, agent.go reapServicesInternal):
-//   a TTL check registered with a service starts with the given Status (default critical) and turns critical with
+//   a TTL check registered with a service starts with the given Status (default critical; a re-registration keeps
+//   the status and output the check had, as Consul's agent restores them) and turns critical with
 //   output "TTL expired" when no pass/warn/fail/update arrives within its TTL (each update restarts the timer);
 //   a check registered with DeregisterCriticalServiceAfter gets its service deregistered once it has been critical
 //   longer than that, floored at `check_deregister_interval_min` (1 m in Consul) and noticed by a reaper that runs
@@ -673,8 +674,19 @@ export class ConsulSimulator {
           const checkId = ck.CheckID ?? ck.ID ?? (checks.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
           const ttlMs = ck.TTL ? parseDuration(ck.TTL, "TTL") : undefined;
           const deregisterAfterMs = ck.DeregisterCriticalServiceAfter ? parseDuration(ck.DeregisterCriticalServiceAfter, "DeregisterCriticalServiceAfter") : undefined;
-          // A re-registration sets the status it gives (default critical) and the output back to empty, as Consul's does.
-          c.ensureCheck(idx, node, { CheckID: checkId, Name: ck.Name ?? `Service '${body.Name}' check`, Status: ck.Status ?? "critical", Output: "", ServiceID: id, Notes: ck.Notes, Type: ck.TTL ? "ttl" : "" });
+          // A check that exists keeps its status and output through a re-registration (Consul's agent restores
+          // them from its check-state snapshot, whatever Status the body gives); a new one starts at the given
+          // Status, default critical.
+          const prev = c.checks.get(`${node}/${checkId}`);
+          c.ensureCheck(idx, node, {
+            CheckID: checkId,
+            Name: ck.Name ?? `Service '${body.Name}' check`,
+            Status: prev?.Status ?? ck.Status ?? "critical",
+            Output: prev?.Output ?? "",
+            ServiceID: id,
+            Notes: ck.Notes,
+            Type: ck.TTL ? "ttl" : "",
+          });
           this.trackAgentCheck(checkId, id, ttlMs, deregisterAfterMs);
         });
       });

@@ -47,6 +47,9 @@ interface Held {
   health: CheckState;
 }
 
+/** A check state no update can equal: the next pass sets the check. */
+const UNKNOWN: CheckState = { status: "critical", output: "\u0000unknown" };
+
 const silent: ConsulLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
 
 export class ConsulWorkloadPublisher {
@@ -158,7 +161,7 @@ export class ConsulWorkloadPublisher {
       const fp = registrationFingerprint(reg);
       const h = this.held.get(key);
       if (!h || h.fingerprint !== fp) {
-        ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp, p)));
+        ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp)));
         continue;
       }
       const live = livenessOf(p, o);
@@ -216,10 +219,14 @@ export class ConsulWorkloadPublisher {
     this.options.onError?.(message === undefined ? undefined : `registering auto-registered workloads in Consul: ${message}`);
   }
 
-  private async register(key: string, reg: AgentServiceRegistration, fingerprint: string, p: PublishedWorkload): Promise<void> {
+  private async register(key: string, reg: AgentServiceRegistration, fingerprint: string): Promise<void> {
     await this.http.registerService(reg);
     const fresh = !this.held.has(key);
-    this.held.set(key, { id: reg.ID, fingerprint, live: livenessOf(p, this.options), health: healthCheckOf(p) });
+    // Consul's agent keeps the status and output of checks that already existed (it restores them on a
+    // re-registration, whatever Status the body says), and we cannot tell whether they did (a predecessor with
+    // the same replica name, a lost response): state them explicitly in a follow-up pass.
+    this.held.set(key, { id: reg.ID, fingerprint, live: UNKNOWN, health: UNKNOWN });
+    this.again = true;
     if (fresh) this.log.info(`consul: registered auto-registered workload ${key} as ${reg.Name} (${reg.ID})`);
   }
 
