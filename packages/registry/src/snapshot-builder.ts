@@ -4,7 +4,9 @@
 // A builder keeps, from one build to the next, every source's last state, the definitions of every config key,
 // and the indexes that say who depends on whom. A build then
 //  1. diffs each source's state against the last one (by identity: sources hand over the same objects for
-//     unchanged files and Consul services) and settles the winner of each config key whose definitions changed;
+//     unchanged files and Consul services) and settles the winner of each config key whose definitions changed.
+//     This relies on a source never mutating a state (or its arrays) once handed over; FileSource, ConsulSource
+//     and the auto-registration source all build a new one for each change;
 //  2. follows the dependencies of each changed object to the units of work it touches:
 //     - a ServiceEntry: the services of each of its hosts (old and new), and the host+port claim groups of each;
 //     - a WorkloadEntry: the hosts of the ServiceEntries whose selector matches its labels (old and new);
