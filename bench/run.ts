@@ -44,6 +44,8 @@ export interface RunResult {
   serverRssMb: { idle: number; connected: number; perProxyKb: number };
   /** The server's own view once connected and quiet: live JS heap and memory outside it (buffers), after a GC if it ran. */
   serverHeapMb?: { used: number; external: number };
+  /** The same before any proxy connected: `serverHeapMb` minus this is what the connected proxies cost in heap. */
+  serverHeapIdleMb?: { used: number; external: number };
   serverCpuMsConnectStorm: number;
   /** The load generator's CPU time for the storm: on 2 cores it competes with the server for the same CPUs. */
   loadgenCpuMsConnectStorm?: number;
@@ -179,6 +181,7 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
     await waitReady(httpAddr, 120_000);
     await new Promise((r) => setTimeout(r, 500));
     const idle = await procStat(server.pid!);
+    const idleHeap = await heapOf(httpAddr);
     const lgBefore = await procStat(lg.pid);
     const targets = Array.from({ length: Math.min(shape.services, 50) }, (_, i) => `${serviceHost(i, shape)}:8080`);
     const storm = await lg.ask<"converged">({ cmd: "connect", address: xdsAddr, style, count: proxies, namespaces: shape.namespaces, targets, timeoutMs: 120_000 });
@@ -208,6 +211,7 @@ export async function runOne(shape: MeshShape, proxies: number, style: ProxyStyl
       serverCpuMsConnectStorm: connected.cpuMs - idle.cpuMs,
       loadgenCpuMsConnectStorm: lgAfter.cpuMs - lgBefore.cpuMs,
       ...(heap ? { serverHeapMb: heap } : {}),
+      ...(idleHeap ? { serverHeapIdleMb: idleHeap } : {}),
     };
   } finally {
     await lg.ask<"closed">({ cmd: "close" }).catch(() => undefined);
