@@ -77,8 +77,10 @@ export interface HealthReport {
 export interface AutoRegistrationOptions {
   /** How long an entry outlives its last stream; a reconnect within it keeps the entry. */
   cleanupGracePeriodMs?: number;
-  /** This replica's name in Consul registrations; remote registrations carrying it are our own and ignored. */
+  /** This replica's name in Consul registrations. */
   replica?: string;
+  /** This process's incarnation (random per start): registrations with our name and incarnation are our own. */
+  incarnation?: string;
   logger?: Logger;
 }
 
@@ -87,8 +89,9 @@ export interface AutoRegistrationOptions {
  * stream said; `state` is the liveness check (connected: passing, lingering: warning, gone: critical).
  */
 export interface RemoteWorkload {
-  /** Replica that registered it. */
+  /** Replica that registered it, and that process's incarnation. */
   replica: string;
+  incarnation?: string;
   /** `NODE/SERVICE_ID` in Consul: one per replica and workload. */
   registration: string;
   namespace: string;
@@ -177,6 +180,7 @@ const SOURCE_NAME = "auto-registration";
 export class AutoRegistrationSource extends EventEmitter<{ change: []; local: [] }> implements RegistrySource {
   readonly name = SOURCE_NAME;
   readonly replica: string | undefined;
+  readonly incarnation: string | undefined;
   private readonly log: Logger;
   private gracePeriodMs: number;
   /** Entry key -> slot (local workload and/or remote registrations). */
@@ -196,6 +200,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     this.log = opts.logger ?? createLogger(SOURCE_NAME);
     this.gracePeriodMs = opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS;
     this.replica = opts.replica;
+    this.incarnation = opts.incarnation;
   }
 
   /**
@@ -335,14 +340,14 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
   }
 
   /**
-   * Other replicas' registrations as Consul last answered (the whole set each time). Our own registrations
-   * (same replica name) are ignored: the local workloads are the truth about them.
+   * Every replica's registrations as Consul last answered (the whole set each time). This process's own are
+   * ignored (the local workloads are the truth, Consul's copy lags); a predecessor's with the same configured
+   * replica name (another incarnation) counts like any other replica's and is left to expire.
    */
   setRemote(records: readonly RemoteWorkload[]): void {
     const byKey = new Map<string, RemoteWorkload[]>();
     let count = 0;
     for (const r of records) {
-      if (this.replica !== undefined && r.replica === this.replica) continue;
       const key = `${r.namespace}/${r.name}`;
       const list = byKey.get(key);
       if (list) list.push(r);
@@ -441,12 +446,17 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     return g?.kind === "WorkloadGroup" ? (g as WorkloadGroupConfig) : undefined;
   }
 
+  private isOwn(r: RemoteWorkload): boolean {
+    return this.replica !== undefined && r.replica === this.replica && r.incarnation === this.incarnation;
+  }
+
   /** Who describes the slot's workload and with which health (see the header). */
   private merged(slot: Slot): { facts: WorkloadConnection; health: HealthReport | undefined; gone: boolean } | undefined {
     const candidates: Candidate[] = [];
     const w = slot.local;
     if (w) candidates.push({ facts: w.latest, state: w.streams.size > 0 ? "connected" : "lingering", local: true, report: w.health, index: Infinity });
     for (const r of slot.remote) {
+      if (this.isOwn(r)) continue;
       const c: Candidate = { facts: remoteFacts(r), state: r.state, local: false, index: r.healthIndex };
       if (r.health) c.report = { ...r.health, at: 0 };
       candidates.push(c);

@@ -110,10 +110,21 @@ describe("auto-registration source: local workloads merged with other replicas' 
     await b.stop();
   });
 
-  it("ignores its own registrations read back, and drops an entry when the last registration is gone from Consul", async function () {
-    const a = await source("a");
-    a.setRemote([remote({ replica: "a" })]);
-    expect(entryOf(a)).to.equal(undefined);
+  it("ignores its own registrations read back, counts a predecessor's with the same name, and drops an entry when the last registration is gone from Consul", async function () {
+    const a = new AutoRegistrationSource({ cleanupGracePeriodMs: 200, replica: "a", incarnation: "i2" });
+    await a.start();
+    a.setGroups(configs());
+    const c = conn();
+    a.connect(c);
+    a.reportHealth(c.streamId, { healthy: false, at: Date.now() });
+    // Consul lags behind the local state: the local workload describes itself.
+    a.setRemote([remote({ replica: "a", incarnation: "i2", health: { healthy: true }, healthIndex: 99 })]);
+    expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
+    a.disconnect(c.streamId);
+    await new Promise((r) => setTimeout(r, 300)); // past the 200 ms grace period
+    expect(entryOf(a), "its own stale copy does not keep it").to.equal(undefined);
+    a.setRemote([remote({ replica: "a", incarnation: "i1", state: "gone" })]);
+    expect(entryOf(a)?.status?.health, "a predecessor's registration, expiring").to.equal("UNHEALTHY");
     a.setRemote([remote()]);
     expect(entryOf(a)).to.not.equal(undefined);
     a.setRemote([]);

@@ -8,7 +8,7 @@
 // - Tags: `vmpilot-auto-registered`, then the workload's own labels as `key=value` (the form the ConsulSource and
 //   Consul-native tooling read). Only the node's labels: the group's come from the group on every replica.
 // - Meta (keys [A-Za-z0-9_-], values up to 512 characters, Consul's limits): the marker `vmpilot-auto-registered`
-//   (format version), `vmpilot-replica`, `vmpilot-namespace`, `vmpilot-group`, `vmpilot-entry`, `vmpilot-proxy`,
+//   (format version), `vmpilot-replica`, `vmpilot-incarnation`, `vmpilot-namespace`, `vmpilot-group`, `vmpilot-entry`, `vmpilot-proxy`,
 //   `vmpilot-locality`, `vmpilot-ports` (for people) and `service-account` (the ConsulSource's key).
 // - Two TTL checks, because they are two facts and Consul's aggregate of them is what Consul-native clients want:
 //   `ID:replica` "held by a live replica": passing while a stream to the replica is open, warning during the
@@ -29,6 +29,7 @@ export const FORMAT_VERSION = "1";
 
 export const META = {
   replica: "vmpilot-replica",
+  incarnation: "vmpilot-incarnation",
   namespace: "vmpilot-namespace",
   group: "vmpilot-group",
   entry: "vmpilot-entry",
@@ -49,6 +50,8 @@ export interface CheckState {
 
 export interface WorkloadRegistrationOptions {
   replica: string;
+  /** Random per process start: tells this process's registrations from a predecessor's with the same name. */
+  incarnation?: string;
   /** Prepended to the group name to make the Consul service name (ACL policies can then use one service_prefix). */
   servicePrefix: string;
   ttlMs: number;
@@ -108,6 +111,7 @@ export function registrationOf(p: PublishedWorkload, o: WorkloadRegistrationOpti
   const meta: Record<string, string> = {
     [AUTO_REGISTERED_META]: FORMAT_VERSION,
     [META.replica]: o.replica,
+    ...(o.incarnation ? { [META.incarnation]: o.incarnation } : {}),
     [META.namespace]: p.namespace,
     [META.group]: p.group,
     [META.entry]: p.name,
@@ -191,6 +195,7 @@ export function remoteWorkloadOf(e: ConsulHealthEntry): RemoteWorkload | string 
     state,
     healthIndex: (health as { ModifyIndex?: number } | undefined)?.ModifyIndex ?? 0,
   };
+  if (meta[META.incarnation]) r.incarnation = meta[META.incarnation];
   if (meta[META.serviceAccount]) r.serviceAccount = meta[META.serviceAccount];
   const loc = meta[META.locality];
   if (loc) {

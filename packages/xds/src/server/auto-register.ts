@@ -43,6 +43,8 @@ export const DEFAULT_CONSUL_TTL_MS = 30_000;
 export class AutoRegistrar {
   readonly source: AutoRegistrationSource;
   readonly replica: string;
+  /** Random per start, so a successor with the same configured replica name tells its predecessor's registrations apart. */
+  readonly incarnation = randomBytes(4).toString("hex");
   private readonly log: Logger;
   private consulSource: ConsulSource | undefined;
   private readonly onConsul = (): void => this.readBack();
@@ -54,7 +56,7 @@ export class AutoRegistrar {
   constructor(opts: AutoRegistrarOptions = {}) {
     this.log = opts.log ?? createLogger("auto-registration");
     this.replica = sanitizeReplicaName(opts.replica ?? `${os.hostname()}-${randomBytes(3).toString("hex")}`);
-    this.source = new AutoRegistrationSource({ cleanupGracePeriodMs: opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS, logger: this.log, replica: this.replica });
+    this.source = new AutoRegistrationSource({ cleanupGracePeriodMs: opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS, logger: this.log, replica: this.replica, incarnation: this.incarnation });
     this.source.on("local", this.onLocal);
   }
 
@@ -122,6 +124,7 @@ export class AutoRegistrar {
       ? {
           consul: p.consul,
           replica: this.replica,
+          incarnation: this.incarnation,
           servicePrefix: p.servicePrefix ?? "",
           ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
           deregisterAfterMs: this.source.gracePeriod,
