@@ -194,14 +194,18 @@ describe("ADS delta", function () {
     // 400 names known per stream; held per stream: only the notice that "missing" does not exist.
     expect([...ads.connections].map((s) => s.ownEntries())).to.deep.equal([1, 1, 1]);
 
-    // One change: one resource each, and again nothing of their own once sent.
+    // One change: one resource each (one shared encoding: all move between the same two maps), and again nothing
+    // of their own once sent.
     source.set(EDS, names.map((n) => cla(n, [n === "c7" ? "10.0.0.2" : "10.0.0.1"])));
     ads.push();
+    const nonces = new Set<string>();
     for (const c of cs) {
       const e = await c.next();
       expect(Object.keys(got(e))).to.deep.equal(["c7"]);
+      nonces.add(e.nonce);
       c.send({ type_url: EDS, response_nonce: e.nonce });
     }
+    expect(nonces.size).to.equal(1);
     await cs[2]!.expectNothingPending();
     expect([...ads.connections].map((s) => s.ownEntries())).to.deep.equal([1, 1, 1]);
 

@@ -10,7 +10,7 @@
 // differences (see Known): the thousand sidecars of one scope share one 6,000-entry map, not a copy each.
 import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { type DeltaRequest, encodeDeltaResponse } from "./ads.js";
-import { type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
+import { mapId, type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
 
 /** Marks a name we told the client does not exist, so the notice is not repeated. */
 const ABSENT = "\0absent";
@@ -60,6 +60,16 @@ class Known {
   /** Entries held for this stream alone. */
   get ownSize(): number {
     return this.own.size;
+  }
+
+  /**
+   * The shared map the client has exactly within its subscription, when all it holds of its own besides are notices
+   * that names absent from `next` do not exist: then what it needs of `next` depends on that map alone.
+   */
+  pureBase(next: ReadonlyMap<string, EncodedResource>): ReadonlyMap<string, EncodedResource> | undefined {
+    if (!this.base) return undefined;
+    for (const [n, v] of this.own) if (v !== ABSENT || next.has(n)) return undefined;
+    return this.base;
   }
 
   /** Whether `base` is `map`. */
@@ -216,23 +226,40 @@ export class DeltaStream extends XdsStream {
     }
     // Subscribed names that do not exist: say so once, so the client stops waiting for them.
     for (const name of candidates ?? s.names) if (s.names.has(name) && !desired.has(name) && !s.clientHas.has(name)) notices.push(name);
-    return { desired, upserts, removals, notices, gone: [], ...(desired === all ? { complete: all } : {}) };
+    // After this plan the client has exactly `all` (within its subscription) when it wants all of it, or when it had
+    // exactly the map it was last in sync with and subscribes to every name that changed since.
+    let complete = desired === all;
+    if (!complete && candidates && s.synced && s.clientHas.isBasedOn(s.synced)) {
+      complete = true;
+      for (const n of candidates)
+        if (all.has(n) && !s.wildcard && !s.names.has(n)) {
+          complete = false;
+          break;
+        }
+    }
+    return { desired, upserts, removals, notices, gone: [], ...(complete ? { complete: all } : {}) };
   }
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined {
     const s = state as DeltaTypeState;
     const removed = [...plan.notices, ...(removeNow ? plan.removals : [])].sort();
-    if (plan.complete && (removeNow || plan.removals.length === 0)) {
-      // The client will have exactly the shared map (within its subscription): share it and take its version.
-      s.clientHas.rebase(plan.complete);
-      s.hasVersion.assign(SetVersion.of(plan.complete));
+    const toMap = plan.complete && (removeNow || plan.removals.length === 0) ? plan.complete : undefined;
+    // The shared map the client had exactly (if so): with the map it goes to, it decides the response.
+    const from = toMap ? s.clientHas.pureBase(toMap) : undefined;
+    if (toMap && plan.desired === toMap) {
+      // The client will have exactly the shared map, all of it: share it and take its version.
+      s.clientHas.rebase(toMap);
+      s.hasVersion.assign(SetVersion.of(toMap));
     } else for (const r of plan.upserts) setHas(s, r.name, r);
     // A name still explicitly subscribed stays known as absent; otherwise the client forgets it entirely.
     for (const n of removed) setHas(s, n, s.names.has(n) ? ABSENT : undefined);
     const version = s.hasVersion.toString();
-    // Every resource of a shared map (a first response): the same bytes for every stream of the scope.
-    const shared = plan.complete && plan.upserts.length === plan.complete.size ? plan.complete : undefined;
-    const sent = this.writeResponse(s, shared, `${s.typeUrl}\0${version}\0${removed.join("\0")}`, nonce, (n) =>
+    // The same bytes for every stream of the scope that goes to the same shared map from the same place: every
+    // resource of it (a first response), or what differs from the shared map the client had exactly.
+    const whole = plan.complete !== undefined && plan.upserts.length === plan.complete.size;
+    const shared = whole ? plan.complete : toMap && from ? toMap : undefined;
+    const key = `${s.typeUrl}\0${version}\0${removed.join("\0")}\0${whole ? "" : from ? mapId(from) : ""}`;
+    const sent = this.writeResponse(s, shared, key, nonce, (n) =>
       encodeDeltaResponse({
         system_version_info: version,
         type_url: s.typeUrl,

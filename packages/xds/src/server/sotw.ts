@@ -9,7 +9,7 @@
 // client sends another once it has processed the latest response).
 import { COMPLETE_TYPES, type EncodedResource, SetVersion } from "./resources.js";
 import { encodeSotwResponse, type SotwRequest } from "./ads.js";
-import { type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
+import { mapId, type Plan, type Responded, type TypeState, XdsStream } from "./stream.js";
 
 interface SotwTypeState extends TypeState {
   /**
@@ -137,6 +137,8 @@ export class SotwStream extends XdsStream {
 
   protected respond(state: TypeState, plan: Plan, removeNow: boolean, nonce: string): Responded | undefined {
     const s = state as SotwTypeState;
+    // The shared map the proxy had (if it had exactly one): with the map it goes to, it decides the response.
+    const from = s.sentOwned ? undefined : s.sent;
     // Removals deferred: LDS/CDS keep offering the removed resources (as last sent) so the response stays complete.
     const dropped = removeNow ? [...plan.gone, ...plan.removals] : plan.gone;
     if (plan.complete && (removeNow || plan.removals.length === 0)) {
@@ -158,10 +160,19 @@ export class SotwStream extends XdsStream {
     const complete = COMPLETE_TYPES.has(s.typeUrl);
     const list = complete ? s.sent : plan.upserts;
     const count = complete ? s.sent.size : plan.upserts.length;
-    // The same bytes for every stream of the scope when the response is a whole shared map (see sharedResponse).
-    const shared = complete ? (s.sentOwned ? undefined : s.sent) : plan.complete && plan.desired === plan.complete && count === plan.desired.size ? plan.complete : undefined;
+    // The same bytes for every stream of the scope that goes to the same shared map from the same place (see
+    // sharedResponse): CDS/LDS carry the whole map; EDS/RDS either all of it, or what differs from the shared map
+    // the proxy had (the proxy then had exactly that map and now has exactly this one).
+    const to = s.sentOwned ? undefined : s.sent;
+    let shared: ReadonlyMap<string, EncodedResource> | undefined;
+    let from_ = "";
+    if (complete) shared = to;
+    else if (to && plan.complete === to) {
+      if (plan.desired === to && count === to.size) shared = to;
+      else if (from) [shared, from_] = [to, `${mapId(from)}`];
+    }
     const version = s.sentVersion.toString();
-    const sent = this.writeResponse(s, shared, `${s.typeUrl}\0${version}`, nonce, (n) =>
+    const sent = this.writeResponse(s, shared, `${s.typeUrl}\0${version}\0${from_}`, nonce, (n) =>
       encodeSotwResponse({ version_info: version, type_url: s.typeUrl, nonce: n, resources: [...list.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) }),
     );
     return { version, nonce: sent, resources: count, removed: removeNow ? plan.removals.length : 0 };

@@ -142,13 +142,24 @@ function covers(names: ReadonlySet<string>, all: ReadonlyMap<string, EncodedReso
 }
 
 /**
- * Responses that carry a whole shared source map (a sidecar's 3,000 clusters, its first 3,000 assignments) are the
- * same bytes for every proxy of the scope but for the nonce. They are encoded once per (map, type, version,
- * removals) with a nonce of their own, and that one buffer goes to every such stream: a connect storm encodes a
- * scope's 1.9 MB once, not once per proxy (and makes that much less garbage per proxy). A nonce only has to be
- * unique within a stream: one that would get the same shared response twice in a row gets its own encoding.
+ * Responses that take a stream to a shared source map are the same bytes for every proxy of the scope but for the
+ * nonce: all of the map (a sidecar's 3,000 clusters, its first 3,000 assignments), or what changed between the
+ * shared map it had and this one (a 400 KB route config after a VirtualService change). They are encoded once per
+ * (map, type, version, what the stream moves from, removals) with a nonce of their own, and that one buffer goes to
+ * every such stream: a connect storm encodes a scope's 1.9 MB once, not once per proxy (and makes that much less
+ * garbage). A nonce only has to be unique within a stream: one that would get the same shared response twice in a
+ * row gets its own encoding.
  */
 const sharedResponses = new WeakMap<ReadonlyMap<string, EncodedResource>, Map<string, { nonce: string; message: Buffer }>>();
+/** A number per source map, for keys of responses that depend on which map a stream moves from. */
+const mapIds = new WeakMap<ReadonlyMap<string, EncodedResource>, number>();
+let mapCounter = 0;
+export function mapId(map: ReadonlyMap<string, EncodedResource>): number {
+  let id = mapIds.get(map);
+  if (id === undefined) mapIds.set(map, (id = ++mapCounter));
+  return id;
+}
+
 /** Responses kept per map (versions differ only for streams whose earlier state differed: few). */
 const SHARED_RESPONSES_PER_MAP = 4;
 let sharedNonces = 0;
