@@ -15,6 +15,7 @@ import type { ConsulHealthEntry } from "../src/consul/convert.js";
 import { setLogLevel } from "../src/logger.js";
 import { type AnyConfig, configKey } from "../src/model.js";
 import { parseDocuments } from "../src/parse/index.js";
+import { Registry } from "../src/registry.js";
 import { ConsulSimulator } from "../../../test/consul-simulator.js";
 
 if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
@@ -340,6 +341,27 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     await until("registered with the right token", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`), 10 * TTL);
     await until("error cleared", () => errors.at(-1) === undefined);
     expect(sim.requestsTo("/v1/agent/service/register").at(-1)?.token).to.equal("s3cret");
+    await a.stop();
+  });
+
+  it("a registry whose auto-registration source is gated on the ConsulSource's start has the read-back in its first snapshot", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    a.connect(conn());
+    await until("registered", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`));
+    const b = new AutoRegistrationSource({ cleanupGracePeriodMs: 200, replica: "b" });
+    b.setGroups(configs());
+    const cs = new ConsulSource({ address: sim.address, wait: 1000, minInterval: 10 });
+    cleanups.push(() => cs.stop());
+    // As the control plane wires it; started() is asked before cs.start() runs (b starts first).
+    b.setStartGate(async () => {
+      await cs.started();
+      if (cs.current().status.synced) b.setRemote(cs.remoteWorkloads());
+    });
+    const registry = new Registry({ sources: [b, cs] });
+    cleanups.push(() => registry.stop());
+    const first = await registry.start();
+    expect(first.configs.get("WorkloadEntry/shop/ratings-10.0.0.7")?.kind).to.equal("WorkloadEntry");
     await a.stop();
   });
 

@@ -56,7 +56,8 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   private tokenProblem: string | undefined;
   private running = false;
   private firstOutcome: (() => void) | undefined;
-  private outcome: Promise<void> = Promise.resolve();
+  /** Settled by the first outcome of the current start, or of the next one when none runs yet. */
+  private outcome!: Promise<void>;
   private cached: SourceState | undefined;
   private metaFingerprint = "";
   private emitScheduled = false;
@@ -67,6 +68,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     super();
     this.options = resolveConsulOptions(options);
     this.log = logger ?? silent;
+    this.newOutcome();
   }
 
   /**
@@ -87,8 +89,8 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     this.synced = false;
     this.lastError = undefined;
     this.cached = undefined;
-    const outcome = new Promise<void>((resolve) => (this.firstOutcome = resolve));
-    this.outcome = outcome;
+    if (!this.firstOutcome) this.newOutcome(); // the previous run's outcome is settled
+    const outcome = this.outcome;
     this.http = new ConsulHttp(this.options, () => this.token);
     this.catalogWatch = new BlockingWatch<CatalogServices>(
       CATALOG_KEY,
@@ -113,9 +115,16 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     await outcome;
   }
 
-  /** What start() waits for (first full sync or first failure), for others that must not run ahead of it. */
+  /**
+   * What start() waits for (first full sync or first failure), for others that must not run ahead of it; asked
+   * before start() (sources start side by side), it is the coming start's.
+   */
   started(): Promise<void> {
     return this.outcome;
+  }
+
+  private newOutcome(): void {
+    this.outcome = new Promise<void>((resolve) => (this.firstOutcome = resolve));
   }
 
   async stop(): Promise<void> {
