@@ -17,8 +17,8 @@
 // Consul operators and Consul-native clients look (UI, `consul catalog`, DNS, `?passing`), and because Consul's
 // own agent then does the lifecycle the mesh needs: a TTL check that goes critical when a replica stops renewing
 // (the endpoint turns UNHEALTHY, not removed) and DeregisterCriticalServiceAfter for the removal a grace period
-// later. The price is one TTL renewal per workload per period (two checks, see workload-records.ts), all to the
-// replica's local agent.
+// later. The price is about one TTL renewal per workload per third of the TTL (see workload-records.ts for the
+// two checks), all to the replica's local agent.
 //
 // What a registration carries are the facts of the workload (address, its own labels, service account,
 // locality, proxy id, its health report), not the derived entry: every replica derives the entry from its own
@@ -360,10 +360,10 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
       list.sort((a, b) => compare(a.registration, b.registration));
       const first = list[0]!;
       const slot = this.slotFor(key, first.namespace, first.name, first.group);
-      if (canonical(slot.remote) === canonical(list)) continue;
-      // Keep the record objects that did not change (their derived facts are cached by identity).
-      const old = new Map(slot.remote.map((r) => [canonical(r), r]));
-      slot.remote = list.map((r) => old.get(canonical(r)) ?? r);
+      // The ConsulSource hands out the same record object while a registration does not change: most slots
+      // are skipped by identity, without looking inside.
+      if (list.length === slot.remote.length && list.every((r, i) => r === slot.remote[i])) continue;
+      slot.remote = list;
       if (this.derive(slot)) changed = true;
     }
     for (const slot of [...this.slots.values()]) {

@@ -248,6 +248,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     expect(svc.Tags).to.deep.equal(["vmpilot-auto-registered", "version=v2"]);
     expect(svc.Meta).to.deep.include({ "vmpilot-replica": "a", "vmpilot-namespace": "shop", "vmpilot-group": "ratings", "vmpilot-entry": "ratings-10.0.0.7", "service-account": "ratings", "vmpilot-locality": "eu/eu-1" });
     expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status).to.equal("passing");
+    await until("held by the publisher", () => p.registrations().size === 1);
     expect(p.registrations()).to.deep.equal(new Map([["shop/ratings-10.0.0.7", serviceId]]));
 
     const cs = await consulSource();
@@ -402,7 +403,7 @@ describe("Consul registration records (pure)", function () {
     expect(reg.Tags).to.deep.equal(["vmpilot-auto-registered", "a=1", "b=2"]);
     expect(reg.Checks.map((c) => [c.CheckID, c.TTL, c.Status, c.DeregisterCriticalServiceAfter])).to.deep.equal([
       [`${reg.ID}:replica`, "30s", "passing", "10s"],
-      [`${reg.ID}:health`, "30s", "warning", undefined],
+      [`${reg.ID}:health`, "300s", "warning", undefined],
     ]);
     const entry = (checks: { CheckID: string; Status: string; ServiceID?: string; Output?: string }[]): ConsulHealthEntry => ({
       Node: { Node: "n1", Address: "192.0.2.1" },

@@ -264,11 +264,13 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
   private noteWorkloads(name: string, entry: ServiceEntry, instances: ConsulHealthEntry[]): void {
     const workloads: RemoteWorkload[] = [];
     const problems: ConfigProblem[] = [];
+    // An unchanged registration keeps its object, so consumers can skip it by identity.
+    const previous = new Map((entry.workloads ?? []).map((w) => [JSON.stringify(w), w]));
     for (const e of instances) {
       const w = remoteWorkloadOf(e);
       if (typeof w === "string") {
         problems.push({ severity: "warning", message: `Consul service ${name}: ${w}`, file: this.options.address, line: 0, column: 0 });
-      } else workloads.push(w);
+      } else workloads.push(previous.get(JSON.stringify(w)) ?? w);
     }
     const fp = JSON.stringify([workloads, problems]);
     if (fp === entry.workloadFingerprint) return;

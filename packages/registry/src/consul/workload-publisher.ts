@@ -1,7 +1,7 @@
 // Keeps the Consul agent in step with this replica's auto-registered workloads (workload-records.ts says what one
 // registration holds): registers a workload when it appears or its facts change, sets its two TTL checks when
-// their status changes and renews them every TTL/3 (so one lost renewal does not expire them), deregisters it when
-// the local source drops it (grace period over, group gone).
+// their status changes and renews each every third of its TTL (so one lost renewal does not expire it),
+// deregisters it when the local source drops it (grace period over, group gone).
 //
 // It reconciles instead of replaying events: every pass compares what the source publishes with what it believes
 // Consul holds. A TTL update answered 404 (the agent lost or reaped the service: a Consul restart without its data,
@@ -19,6 +19,7 @@ import { ConsulHttp, consulStatusCode, type AgentServiceRegistration } from "./c
 import { resolveConsulOptions, type ConsulSourceOptions } from "./config.js";
 import type { ConsulLogger } from "./source.js";
 import {
+  HEALTH_TTL_FACTOR,
   healthCheckId,
   healthCheckOf,
   livenessCheckId,
@@ -45,6 +46,8 @@ interface Held {
   fingerprint: string;
   live: CheckState;
   health: CheckState;
+  /** Renewal ticks since the health check was last set (its TTL is HEALTH_TTL_FACTOR times longer). */
+  healthAge: number;
 }
 
 /** A check state no update can equal: the next pass sets the check. */
@@ -178,10 +181,12 @@ export class ConsulWorkloadPublisher {
           h.live = live;
         }, lost));
       }
-      if (renew || !sameCheck(h.health, health)) {
+      if (renew) h.healthAge++;
+      if (h.healthAge >= HEALTH_TTL_FACTOR || !sameCheck(h.health, health)) {
         ops.push(() => attempt(`update ${healthCheckId(h.id)}`, async () => {
           await this.http.updateTtlCheck(healthCheckId(h.id), health.status, health.output);
           h.health = health;
+          h.healthAge = 0;
         }, lost));
       }
     }
@@ -225,7 +230,7 @@ export class ConsulWorkloadPublisher {
     // Consul's agent keeps the status and output of checks that already existed (it restores them on a
     // re-registration, whatever Status the body says), and we cannot tell whether they did (a predecessor with
     // the same replica name, a lost response): state them explicitly in a follow-up pass.
-    this.held.set(key, { id: reg.ID, fingerprint, live: UNKNOWN, health: UNKNOWN });
+    this.held.set(key, { id: reg.ID, fingerprint, live: UNKNOWN, health: UNKNOWN, healthAge: 0 });
     this.again = true;
     if (fresh) this.log.info(`consul: registered auto-registered workload ${key} as ${reg.Name} (${reg.ID})`);
   }
