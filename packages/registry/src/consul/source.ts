@@ -144,7 +144,8 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
 
   /**
    * Every auto-registered workload instance in the catalog as last read (all replicas', ours included). Kept
-   * through failures like everything else; a service that a successful answer no longer lists takes its with it.
+   * through failures like everything else; a service that a successful answer no longer lists takes its workloads
+   * with it.
    */
   remoteWorkloads(): readonly RemoteWorkload[] {
     this.workloadsCached ??= [...this.services.keys()].sort().flatMap((n) => this.services.get(n)!.workloads ?? []);
