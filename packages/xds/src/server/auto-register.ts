@@ -39,6 +39,8 @@ export interface ConsulPublishing {
 }
 
 export const DEFAULT_CONSUL_TTL_MS = 30_000;
+/** Consul floors DeregisterCriticalServiceAfter at this (check_deregister_interval_min). */
+const CONSUL_DEREGISTER_MIN_MS = 60_000;
 
 export class AutoRegistrar {
   readonly source: AutoRegistrationSource;
@@ -145,6 +147,12 @@ export class AutoRegistrar {
     this.publisher = publisher;
     this.publisher.start();
     this.log.info(`auto-registered workloads are registered in Consul as replica ${this.replica}`, { consul: options.consul.address, ttlMs: options.ttlMs });
+    if (options.deregisterAfterMs < CONSUL_DEREGISTER_MIN_MS) {
+      // Consul's check_deregister_interval_min (not user-configurable): say it where operators will look.
+      this.log.info(
+        `a dead replica's workloads are removed by Consul no sooner than 1m after their TTL expired (Consul's floor for DeregisterCriticalServiceAfter), not after the ${options.deregisterAfterMs} ms grace period; they are UNHEALTHY meanwhile`,
+      );
+    }
   }
 
   connected(stream: XdsStream): void {
