@@ -250,6 +250,7 @@ export class ResourceCache {
     const ctx = this.ctx;
     const { changes } = snapshot;
     const routingChanged = changes.routing.size > 0;
+    const drChanged = [...changes.routing].some((key) => key.startsWith("DestinationRule/"));
     ctx.snapshot = snapshot;
     if (routingChanged) ctx.routing = new RoutingIndex(snapshot.configs);
     for (const key of new Set([...changes.services, ...changes.endpoints])) ctx.inbound.set(key, snapshot.endpoints.get(key));
@@ -300,8 +301,8 @@ export class ResourceCache {
         continue;
       }
       if (!v.inbound) continue;
-      // A gRPC server listener's TLS follows the DestinationRule published with its service.
-      if (routingChanged && v.view.kind === "grpc") {
+      // A gRPC server listener's TLS follows the DestinationRule published with its service (nothing else of routing).
+      if (drChanged && v.view.kind === "grpc") {
         v.inbound = undefined;
         continue;
       }

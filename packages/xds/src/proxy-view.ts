@@ -1,5 +1,6 @@
 // A proxy's view: the few facts about a connected proxy that decide which config it receives.
 // Taken from the node of the stream's FIRST request (gRPC clients send the node only once).
+import { canonicalAddress } from "./ip.js";
 
 export type ProxyKind = "sidecar" | "grpc" | "gateway";
 export type InterceptionMode = "REDIRECT" | "TPROXY" | "NONE";
@@ -120,10 +121,10 @@ function parseSdsPaths(v: unknown): ProxyView["sdsPaths"] {
   return def && root ? { default: def, ROOTCA: root } : undefined;
 }
 
+/** Instance IPs in canonical form (ip.ts), so they compare equal to the same addresses spelled otherwise in config. */
 function parseIps(v: unknown): string[] {
-  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === "string" && x !== "");
-  if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter(Boolean);
-  return [];
+  const raw = Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : typeof v === "string" ? v.split(",") : [];
+  return [...new Set(raw.map((s) => s.trim()).filter(Boolean).map(canonicalAddress))];
 }
 
 /**
@@ -148,7 +149,7 @@ export function proxyViewFromNode(node: XdsNode | undefined): ProxyView {
 
   const namespace = str(md[K.namespace]) ?? idNamespace ?? "default";
   const ips = parseIps(md[K.instanceIps]);
-  if (ips.length === 0 && idIp) ips.push(idIp);
+  if (ips.length === 0 && idIp) ips.push(canonicalAddress(idIp));
   const mode = str(md[K.interceptionMode]);
   const view: ProxyView = {
     id: node.id,

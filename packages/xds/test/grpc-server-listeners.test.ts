@@ -4,10 +4,11 @@
 import { expect } from "chai";
 import { ResourceCache } from "../src/cache.js";
 import { generate } from "../src/generators/index.js";
-import { canonicalIp, grpcServerListenerName } from "../src/generators/grpc-server-listeners.js";
+import { grpcServerListenerName } from "../src/generators/grpc-server-listeners.js";
+import { canonicalIp } from "../src/ip.js";
 import { decodeToJson, encodeJson } from "../src/protojson.js";
 import { TypeUrl } from "../src/protos.js";
-import type { ProxyView } from "../src/proxy-view.js";
+import { formatNodeId, nodeMetadataOf, proxyViewFromNode, type ProxyView } from "../src/proxy-view.js";
 import { deprecatedFieldsIn } from "./fixtures/deprecated.js";
 import { grpcValidators, validateWithGrpcJsXds } from "./fixtures/grpc-validate.js";
 import { grpcView, sidecarView, snapshotOf } from "./fixtures/snapshots.js";
@@ -55,6 +56,12 @@ function echoServer(overrides: Partial<ProxyView> = {}): ProxyView {
   return grpcView("shop", { id: "grpc~10.0.0.5~echo-1.shop~shop.svc.cluster.local", serviceAccount: "echo", ips: ["10.0.0.5"], workloadName: "echo-1", labels: { app: "echo" }, ...overrides });
 }
 
+/** echo-v6 as the agent announces it (through proxyViewFromNode, as the server reads every node), its IP spelled `ip`. */
+function v6Node(ip: string): ProxyView {
+  const id = formatNodeId("grpc", ip, "echo-v6-vm", "shop");
+  return proxyViewFromNode({ id, metadata: nodeMetadataOf({ kind: "grpc", namespace: "shop", serviceAccount: "echo", labels: { app: "echo" }, ips: [ip], interceptionMode: "NONE" }) });
+}
+
 function serverListeners(files: Record<string, string>, view: ProxyView): Map<string, J> {
   const out = new Map<string, J>();
   for (const [name, l] of generate(snapshotOf(files), view).listeners) if (name.startsWith(PREFIX)) out.set(name, l as J);
@@ -98,9 +105,24 @@ describe("gRPC server listeners (gRFC A36)", () => {
     expect(canonicalIp("10.0.0.5")).to.equal("10.0.0.5");
     expect(canonicalIp("echo.example.com")).to.equal(undefined);
     expect(grpcServerListenerName("2001:db8::5", 80)).to.equal(`${PREFIX}[2001:db8::5]:80`);
-    const ls = serverListeners({ "mesh.yaml": MESH }, echoServer({ ips: ["2001:DB8:0::5"], workloadName: "echo-v6" }));
+    // The node and the WorkloadEntry each spell the address their own way; both sides are compared canonically.
+    const node = v6Node("2001:0DB8:0:0::5");
+    const ls = serverListeners({ "mesh.yaml": MESH.replace('address: "2001:db8::5"', 'address: "2001:DB8::5"') }, node);
     expect([...ls.keys()]).to.include(`${PREFIX}[2001:db8::5]:17070`);
     expect(ls.get(`${PREFIX}[2001:db8::5]:17070`)!.address.socket_address.address).to.equal("2001:db8::5");
+  });
+
+  it("through the cache, an IPv6 node spelled otherwise than its WorkloadEntry loses its listeners with the entry", () => {
+    const cache = new ResourceCache();
+    const node = v6Node("2001:0db8:0:0::5");
+    const names = () => [...cache.resources(node, TypeUrl.Listener).keys()].filter((n) => n.startsWith(PREFIX)).sort();
+    const s1 = snapshotOf({ "mesh.yaml": MESH });
+    cache.update(s1);
+    expect(names()).to.deep.equal([`${PREFIX}0.0.0.0:17070`, `${PREFIX}[2001:db8::5]:17070`, `${PREFIX}[::]:17070`]);
+    const s2 = snapshotOf({ "mesh.yaml": MESH.replace(/---\napiVersion: networking.istio.io\/v1\nkind: WorkloadEntry\nmetadata: \{name: echo-v6,[^]*$/, "") }, {}, s1);
+    expect(s2.changes.full, "an incremental change set").to.equal(false);
+    cache.update(s2);
+    expect(names()).to.deep.equal([]);
   });
 
   it("gives a node only its own instances: not another address, namespace or service account, whatever IPs it claims", () => {
@@ -220,8 +242,22 @@ spec:
     cache.update(s2);
     expect(mtlsOf(mtls(echo1, own) as J)).to.equal(true);
 
+    // A VirtualService change is routing too, but no server listener depends on it: the encoded listener is kept.
+    const before = cache.resources(echo1, TypeUrl.Listener).get(own);
+    const vs = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: shop}
+spec:
+  hosts: [echo.shop.mesh]
+  http: [{timeout: 3s, route: [{destination: {host: echo.shop.mesh}}]}]
+`;
+    const s2b = snapshotOf({ ...files, "dr.yaml": MUTUAL("echo", "shop", "echo.shop.mesh"), "vs.yaml": vs }, {}, s2);
+    expect([...s2b.changes.routing]).to.deep.equal(["VirtualService/shop/echo"]);
+    cache.update(s2b);
+    expect(cache.resources(echo1, TypeUrl.Listener).get(own)).to.equal(before);
+
     // The instance going away removes it; another node's instances stay.
-    const s3 = snapshotOf({ "mesh.yaml": MESH.replace(/---\napiVersion: networking.istio.io\/v1\nkind: WorkloadEntry\nmetadata: \{name: echo-1,[^]*?(?=---)/, ""), "dr.yaml": MUTUAL("echo", "shop", "echo.shop.mesh") }, {}, s2);
+    const s3 = snapshotOf({ "mesh.yaml": MESH.replace(/---\napiVersion: networking.istio.io\/v1\nkind: WorkloadEntry\nmetadata: \{name: echo-1,[^]*?(?=---)/, ""), "dr.yaml": MUTUAL("echo", "shop", "echo.shop.mesh"), "vs.yaml": vs }, {}, s2b);
     expect([...s3.configs.keys()].some((k) => k.includes("echo-1"))).to.equal(false);
     cache.update(s3);
     expect(names(echo1)).to.deep.equal([]);

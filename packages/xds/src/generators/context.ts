@@ -13,6 +13,7 @@
 //   selector-less one, else the root namespace's selector-less one.
 import type { ConfigObject, Endpoint, RegistrySnapshot, Service } from "@vmpilot/registry";
 import { isExportedTo, normalizeExportTo } from "@vmpilot/registry";
+import { canonicalAddress } from "../ip.js";
 import type { ProxyKind, ProxyView } from "../proxy-view.js";
 import type { SdsPaths } from "./tls.js";
 
@@ -346,7 +347,7 @@ export class InboundIndex {
     if (old === eps) return;
     if (old) {
       for (const ep of old) {
-        this.byAddress.get(ep.address)?.delete(serviceKey);
+        this.byAddress.get(canonicalAddress(ep.address))?.delete(serviceKey);
         if (ep.workload) this.byWorkload.get(ep.workload)?.delete(serviceKey);
       }
     }
@@ -356,12 +357,12 @@ export class InboundIndex {
     }
     this.indexed.set(serviceKey, eps);
     for (const ep of eps) {
-      add(this.byAddress, ep.address, serviceKey);
+      add(this.byAddress, canonicalAddress(ep.address), serviceKey);
       if (ep.workload) add(this.byWorkload, ep.workload, serviceKey);
     }
   }
 
-  /** Keys of the services with an endpoint at one of `ips` or backed by the named workload. */
+  /** Keys of the services with an endpoint at one of `ips` (canonical, as ProxyView has them) or backed by the named workload. */
   servicesOf(ips: readonly string[], workloadKey: string | undefined): string[] {
     const out = new Set<string>();
     for (const ip of ips) for (const k of this.byAddress.get(ip) ?? []) out.add(k);
@@ -397,7 +398,7 @@ export function inboundPorts(snapshot: RegistrySnapshot, index: InboundIndex, vi
     const service = snapshot.services.get(key);
     if (!service) continue;
     for (const ep of snapshot.endpoints.get(key) ?? []) {
-      if (!ips.has(ep.address) && !(wk && ep.workload === wk)) continue;
+      if (!ips.has(canonicalAddress(ep.address)) && !(wk && ep.workload === wk)) continue;
       for (const p of service.ports) {
         const port = endpointPort(ep, p);
         if (port === undefined) continue;

@@ -49,6 +49,7 @@
 // only action a gRPC server accepts) and the router filter last.
 import type { Endpoint, Service } from "@vmpilot/registry";
 import { isIP } from "node:net";
+import { canonicalIp } from "../ip.js";
 import type { ProxyView } from "../proxy-view.js";
 import { endpointPort, workloadKeyOf, type GenContext } from "./context.js";
 import { effectivePolicy } from "./policy.js";
@@ -78,15 +79,6 @@ export function grpcServerListenerName(host: string, port: number): string {
   return NAME_PREFIX + hostPort(host, port);
 }
 
-/** An IP literal in canonical form (RFC 5952 for IPv6), or undefined when `address` is not one. */
-export function canonicalIp(address: string): string | undefined {
-  const family = isIP(address);
-  if (family === 4) return address;
-  // The WHATWG URL serializer writes IPv6 hosts in RFC 5952 form (lower case, longest zero run compressed).
-  if (family === 6) return new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  return undefined;
-}
-
 /** One address:port the node serves, with what the mesh asks of it. */
 export interface GrpcServerInstance {
   host: string;
@@ -98,7 +90,7 @@ export interface GrpcServerInstance {
 }
 
 /**
- * The node's own endpoint (see "Whose instances" above). `ips` are the view's IPs in canonical form.
+ * The node's own endpoint (see "Whose instances" above). `ips` are the view's IPs (canonical).
  */
 function ownEndpoint(ep: Endpoint, view: ProxyView, ips: ReadonlySet<string>, workloadKey: string | undefined): boolean {
   if (ep.namespace !== view.namespace) return false;
@@ -118,7 +110,8 @@ export function serviceRequiresMtls(ctx: GenContext, service: Service, servicePo
  * then host, so generation is deterministic.
  */
 export function grpcServerInstances(ctx: GenContext, view: ProxyView): GrpcServerInstance[] {
-  const ips = new Set(view.ips.map(canonicalIp).filter((ip): ip is string => ip !== undefined));
+  // View IPs are canonical (proxyViewFromNode); endpoint addresses are made so where they are compared.
+  const ips = new Set(view.ips);
   const wk = workloadKeyOf(view);
   const byAddress = new Map<string, GrpcServerInstance>();
   const at = (host: string, port: number): GrpcServerInstance => {
@@ -127,7 +120,7 @@ export function grpcServerInstances(ctx: GenContext, view: ProxyView): GrpcServe
     if (!inst) byAddress.set(key, (inst = { host, port, serviceKeys: [], mtls: false }));
     return inst;
   };
-  for (const key of ctx.inbound.servicesOf([...new Set([...view.ips, ...ips])], wk)) {
+  for (const key of ctx.inbound.servicesOf(view.ips, wk)) {
     const service = ctx.snapshot.services.get(key);
     if (!service) continue;
     for (const ep of ctx.snapshot.endpoints.get(key) ?? []) {
