@@ -190,6 +190,13 @@ describe("proxyless gRPC servers (XdsServer, gRFC A36) end to end", function () 
     return c;
   }
 
+  /** A client straight to ip:port in plaintext, on a connection of its own (not shared with earlier clients). */
+  function directPlainClient(ip: string, port: number): EchoClient {
+    const c = new EchoClientCtor(`${ip}:${port}`, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 }) as unknown as EchoClient;
+    clients.push(c);
+    return c;
+  }
+
   /** The LDS state of one proxy on the control plane (/debug/syncz), found by node id. */
   async function lds(nodeId: string): Promise<{ subscription: string[]; acked?: { version: string }; sent?: { version: string } } | undefined> {
     for (const p of await tcp.syncz()) {
@@ -348,12 +355,16 @@ describe("proxyless gRPC servers (XdsServer, gRFC A36) end to end", function () 
   });
 
   it("stops accepting connections when its instance goes away (the listener is removed)", async function () {
+    // Plaintext since the previous test: a fresh direct connection is served now, so a refusal below is the removal.
+    await eventually("a direct plaintext call served before the removal", 20_000, async () => {
+      const res = await call(directPlainClient(ECHO_IP, echoPort), {}, {}, 2000);
+      return res.code === grpc.status.OK ? true : undefined;
+    });
     await tcp.remove("we-echo-1.yaml");
     const name = grpcServerListenerName(ECHO_IP, echoPort);
     await eventually("the listener gone from the control plane's answer", 15_000, async () => ((await listenerNamesFor(echo.bootstrap, [name])).length === 0 ? true : undefined));
-    const meshCert = { key: frontend.key, chain: frontend.chain };
     await eventually("new connections refused after the WorkloadEntry was removed", 20_000, async () => {
-      const res = await call(directTlsClient(ECHO_IP, echoPort, meshCert), {}, {}, 2000);
+      const res = await call(directPlainClient(ECHO_IP, echoPort), {}, {}, 2000);
       return res.code === grpc.status.UNAVAILABLE ? true : undefined;
     });
   });
