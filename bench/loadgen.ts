@@ -45,7 +45,14 @@ async function connect(c: Extract<LoadgenCommand, { cmd: "connect" }>): Promise<
       address: c.address,
       style: c.style,
       nodeId: c.style === "grpc" ? `grpc-bench-${i}` : `sidecar~10.200.${(i >> 8) & 255}.${i & 255}~bench-${i}.${ns}~${ns}.svc.cluster.local`,
-      metadata: { NAMESPACE: ns, SERVICE_ACCOUNT: `bench-${i}`, LABELS: { app: `bench-${i % 10}` }, PROXY_KIND: c.style === "grpc" ? "grpc" : "sidecar" },
+      // Ten label sets in every namespace (not one per namespace): 100 (namespace, labels) pairs, as a fleet has
+      // many workloads per namespace. Without a selector that looks at them, labels must not multiply the scopes.
+      metadata: {
+        NAMESPACE: ns,
+        SERVICE_ACCOUNT: `bench-${i}`,
+        LABELS: { app: `bench-${Math.floor(i / c.namespaces) % 10}` },
+        PROXY_KIND: c.style === "grpc" ? "grpc" : "sidecar",
+      },
       target: c.targets[i % c.targets.length],
       onArrival: (a) => {
         if (Number.isNaN(convergedAt[i]!) && p.client.converged()) convergedAt[i] = a.at - start;
