@@ -28,6 +28,9 @@ export class AgentStartError extends Error {
   override name = "AgentStartError";
 }
 
+/** start() giving up because stop() was called meanwhile: not a failure. */
+class StartAborted extends Error {}
+
 export interface AgentOptions {
   /** Default: the control plane's CA, as configured. */
   issuer?: CertificateIssuer;
@@ -89,6 +92,8 @@ export class Agent {
   private readonly log: Logger;
   private envoyBinary: string | undefined;
   private started = false;
+  private startup: Promise<void> | undefined;
+  private stopRequested = false;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -130,7 +135,22 @@ export class Agent {
     }
   }
 
+  /**
+   * Starts everything in order. A stop() that comes while this is under way (SIGTERM during start-up) makes it
+   * return at its next step instead of opening more, and stop() tears down only once it has.
+   */
   async start(): Promise<void> {
+    this.startup = this.startInOrder().catch((e: unknown) => {
+      if (!(e instanceof StartAborted)) throw e;
+    });
+    return this.startup;
+  }
+
+  private checkpoint(): void {
+    if (this.stopRequested) throw new StartAborted();
+  }
+
+  private async startInOrder(): Promise<void> {
     await this.preflight();
     this.started = true;
     // Status first: load balancers see "not ready" (with reasons) while the agent is still getting its identity.
@@ -139,12 +159,15 @@ export class Agent {
       { host: this.cfg.status.host, port: this.cfg.status.port },
       serveReadiness ? { host: this.cfg.status.readinessHost, port: this.cfg.status.readinessPort } : undefined,
     );
+    this.checkpoint();
     if (this.cfg.dns.enabled) {
       const d = this.cfg.dns;
       this.dns = new DnsProxy({ address: d.address, port: d.port, ...(d.upstreams ? { upstreams: d.upstreams } : {}), log: this.log });
       await this.dns.start();
+      this.checkpoint();
     }
     await this.rotator.start();
+    this.checkpoint();
     if (this.dns) this.subscribeNameTable(this.dns);
     if (this.cfg.proxy.kind === "gateway") {
       // Before Envoy: its sds-grpc cluster connects to the socket, and credentials present now are served at once
@@ -152,14 +175,18 @@ export class Agent {
       const credentialsDir = this.cfg.gateway.credentialsDir;
       this.sds = new SdsServer({ logger: this.log, missingHint: (name) => missingCredentialHint(credentialsDir, name) });
       await this.sds.listen(credentialSdsSocket(this.cfg));
+      this.checkpoint();
       this.credentials = new GatewayCredentials({ sourceDir: credentialsDir, sds: this.sds, legacySdsDir: this.cfg.output.credentialSdsDir, logger: this.log });
       await this.credentials.start();
+      this.checkpoint();
     }
     const files = await writeBootstraps(this.cfg);
+    this.checkpoint();
     if (files.grpc) {
       if (this.cfg.grpc.xdsProxy) {
         this.xdsProxy = xdsProxyFor(this.cfg, () => this.rotator.current, this.log);
         await this.xdsProxy.listen(this.cfg.grpc.xdsServerUri);
+        this.checkpoint();
       }
       this.log.info(`gRPC xDS bootstrap written to ${files.grpc} (set GRPC_XDS_BOOTSTRAP to it); xDS server ${this.cfg.grpc.xdsServerUri}${this.xdsProxy ? " (the agent's xDS proxy)" : ""}`);
     }
@@ -195,6 +222,12 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    if (this.stopRequested) return;
+    this.stopRequested = true;
+    // Start-up may be waiting for the first certificate: stopping the rotator releases it (start() then returns
+    // at its next checkpoint), so what it would have opened next is never opened behind the teardown below.
+    await this.rotator.stop();
+    await this.startup?.catch(() => undefined);
     if (!this.started) return;
     this.started = false;
     this.prober?.stop();

@@ -130,12 +130,16 @@ export class GatewayCredentials {
   private running: Promise<void> = Promise.resolve();
   private dirty = false;
   private stopped = false;
+  /** Releases start()'s wait for the watcher's first scan when stop() comes first. */
+  private onStop: (() => void) | undefined;
   scans = 0;
 
   constructor(private readonly opts: GatewayCredentialsOptions) {}
 
   /** Removes an earlier agent's SDS files, scans once (secrets served before Envoy starts), then watches. */
   async start(): Promise<void> {
+    // stop() may come while any of these awaits is pending (SIGTERM during start-up): each step checks, so
+    // nothing is opened after stop() has closed what it found.
     if (this.opts.legacySdsDir) await removeLegacySdsFiles(this.opts.legacySdsDir, this.opts.logger);
     await this.scanNow();
     try {
@@ -143,15 +147,24 @@ export class GatewayCredentials {
     } catch {
       this.opts.logger.warn(`gateway credentials directory ${this.opts.sourceDir} does not exist (gateway.credentialsDir): no credentialName can be served until it is created`);
     }
-    this.watcher = chokidar.watch(this.opts.sourceDir, { ignoreInitial: true, followSymlinks: true, depth: 2 });
-    this.watcher.on("all", () => this.trigger());
-    this.watcher.on("error", (err) => this.opts.logger.warn(`watching ${this.opts.sourceDir}: ${String(err)}`));
+    if (this.stopped) return;
+    const watcher = chokidar.watch(this.opts.sourceDir, { ignoreInitial: true, followSymlinks: true, depth: 2 });
+    this.watcher = watcher;
+    watcher.on("all", () => this.trigger());
+    watcher.on("error", (err) => this.opts.logger.warn(`watching ${this.opts.sourceDir}: ${String(err)}`));
     // Changes made before the watcher's own first scan completes would otherwise go unheard until the rescan.
-    await new Promise<void>((resolve) => this.watcher!.once("ready", () => resolve()));
+    // A watcher closed by stop() never reports ready: wait for whichever comes first.
+    await new Promise<void>((resolve) => {
+      watcher.once("ready", () => resolve());
+      this.onStop = resolve;
+    });
+    this.onStop = undefined;
+    if (this.stopped) return;
     this.trigger();
     const every = this.opts.rescanMs ?? 10_000;
     const tick = () => {
       this.rescanTimer = setTimeout(() => {
+        if (this.stopped) return;
         this.trigger();
         tick();
       }, every);
@@ -161,6 +174,7 @@ export class GatewayCredentials {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.onStop?.();
     if (this.rescanTimer) clearTimeout(this.rescanTimer);
     if (this.debounceTimer) clearTimeout(this.debounceTimer);
     await this.watcher?.close();

@@ -10,6 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import { parse as parseYaml } from "yaml";
 import { decodeToJson, encodeJson } from "@vmpilot/xds/protojson";
 import { Agent, AgentStartError } from "../src/agent.js";
+import { credentialSdsSocket } from "../src/bootstrap/envoy.js";
 import { caIssuer, inspectLeaf, type CertificateIssuer } from "../src/certs.js";
 import { parseAgentConfig, type AgentConfig } from "../src/config.js";
 import { isAlive, keyPair, memoryLogger, startCa, tmpDir, until, writeEnvoyStandIn, type RunningCa } from "./helpers.js";
@@ -264,6 +265,30 @@ describe("vmpilot-agent run (real CA, envoy stand-in)", function () {
     expect(st.gatewayCredentials.sdsSocket).to.equal(socket);
     expect(st.gatewayCredentials.credentials).to.deep.equal([{ name: "api-cert", served: true, hasCa: false, notAfter: st.gatewayCredentials.credentials[0].notAfter }]);
     expect(st.gatewayCredentials.sds.served).to.deep.equal(["api-cert"]);
+  });
+
+  it("stopped while start-up waits for its first certificate, opens nothing afterwards (no SDS socket, no Envoy)", async () => {
+    const credDir = tmpDir("vmpilot-agent-gw-creds-");
+    cleanups.push(() => fs.rmSync(credDir, { recursive: true, force: true }));
+    const s = await setup(ca, `proxy:\n  kind: gateway\ngateway:\n  credentialsDir: ${credDir}\n`);
+    // The CA answers only when the test says so: SIGTERM arrives while the first certificate is in flight.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = false;
+    const real = caIssuer(s.cfg);
+    const issuer: CertificateIssuer = { issue: async (req) => ((asked = true), await gate, real.issue(req)) };
+    const envoy = writeEnvoyStandIn(s.dir);
+    const agent = new Agent(s.cfg, { envoyBinary: envoy.binary, logger: memoryLogger(), issuer });
+    cleanups.push(() => fs.rmSync(s.dir, { recursive: true, force: true }));
+    const starting = agent.start();
+    await until("the certificate request", () => asked);
+    const stopping = agent.stop();
+    release();
+    await stopping;
+    await starting;
+    expect(fs.existsSync(credentialSdsSocket(s.cfg)), "the SDS socket").to.equal(false);
+    expect(envoy.events(), "Envoy runs").to.deep.equal([]);
+    expect(agent.credentials, "the credentials watcher").to.equal(undefined);
   });
 
   it("refuses to start without an envoy binary, with a clear error", async () => {
