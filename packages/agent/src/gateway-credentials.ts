@@ -26,11 +26,11 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import chokidar, { type FSWatcher } from "chokidar";
+// Istio's suffix for the client-CA secret of a credentialName: the control plane's constant, a wire contract.
+import { CA_SECRET_SUFFIX } from "@vmpilot/xds/generators/gateway-tls";
 import { tlsCertificateSecret, validationContextSecret } from "./bootstrap/envoy.js";
 import type { Logger } from "./log.js";
 
-/** Istio's suffix for the client-CA secret that goes with a credentialName. */
-export const CA_SECRET_SUFFIX = "-cacert";
 export const CERT_FILE = "cert.pem";
 export const KEY_FILE = "key.pem";
 export const CA_FILE = "ca.pem";
@@ -64,6 +64,17 @@ function pemCertificates(pem: string): X509Certificate[] {
   return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
 }
 
+/**
+ * A file cut off inside a PEM block (a copy still being written: a whole leaf, half an intermediate) would
+ * pass the checks on its complete blocks and hand Envoy the fragment. Text outside blocks is allowed, as
+ * OpenSSL and Envoy allow it (`openssl pkcs12` writes "Bag Attributes" lines before each block).
+ */
+function cutOffPem(pem: string): boolean {
+  const begins = pem.match(/^-----BEGIN [A-Z0-9 ]+-----\s*$/gm)?.length ?? 0;
+  const ends = pem.match(/^-----END [A-Z0-9 ]+-----\s*$/gm)?.length ?? 0;
+  return begins !== ends;
+}
+
 async function readOptional(file: string): Promise<string | undefined> {
   try {
     return await fs.readFile(file, "utf8");
@@ -77,6 +88,9 @@ async function readOptional(file: string): Promise<string | undefined> {
 export async function readCredential(dir: string, name: string): Promise<GatewayCredential | string> {
   const [certPem, keyPem, caPem] = await Promise.all([CERT_FILE, KEY_FILE, CA_FILE].map((f) => readOptional(path.join(dir, f))));
   if (certPem === undefined || keyPem === undefined) return `needs ${CERT_FILE} and ${KEY_FILE} (missing ${[certPem === undefined ? CERT_FILE : "", keyPem === undefined ? KEY_FILE : ""].filter(Boolean).join(", ")})`;
+  for (const [file, text] of [[CERT_FILE, certPem], [KEY_FILE, keyPem], [CA_FILE, caPem]] as const) {
+    if (text !== undefined && cutOffPem(text)) return `${file} ends inside a PEM block (still being written?)`;
+  }
   try {
     const certs = pemCertificates(certPem);
     if (certs.length === 0) return `${CERT_FILE} holds no PEM certificate`;

@@ -67,6 +67,20 @@ describe("gateway credentials served as SDS secrets", function () {
     expect(await readCredential(path.join(src, "nokey"), "nokey")).to.equal("needs cert.pem and key.pem (missing key.pem)");
   });
 
+  it("holds back a chain or CA file cut off inside a PEM block (a copy still being written), but takes text between blocks", async () => {
+    const leaf = await keyPair("api.bookinfo.com");
+    const inter = await keyPair("intermediate");
+    const half = inter.certPem.slice(0, Math.floor(inter.certPem.length / 2));
+    put(src, "cut", { "cert.pem": leaf.certPem + half, "key.pem": leaf.keyPem });
+    expect(await readCredential(path.join(src, "cut"), "cut")).to.equal("cert.pem ends inside a PEM block (still being written?)");
+    put(src, "cutca", { "cert.pem": leaf.certPem, "key.pem": leaf.keyPem, "ca.pem": half });
+    expect(await readCredential(path.join(src, "cutca"), "cutca")).to.equal("ca.pem ends inside a PEM block (still being written?)");
+    // What `openssl pkcs12 -nokeys` writes: attribute lines before each block.
+    const bags = `Bag Attributes\n    friendlyName: api\nsubject=CN = api.bookinfo.com\n${leaf.certPem}Bag Attributes\n${inter.certPem}`;
+    put(src, "bags", { "cert.pem": bags, "key.pem": leaf.keyPem });
+    expect(await readCredential(path.join(src, "bags"), "bags")).to.deep.include({ name: "bags", certPem: bags });
+  });
+
   it("tells the operator which files would provide a secret Envoy asks for", () => {
     expect(missingCredentialHint("/etc/vmpilot/credentials", "api-cert")).to.equal("expected /etc/vmpilot/credentials/api-cert/{cert.pem,key.pem}");
     expect(missingCredentialHint("/etc/vmpilot/credentials", "api-cert-cacert")).to.equal("expected /etc/vmpilot/credentials/api-cert/{ca.pem}");
