@@ -16,13 +16,12 @@
 //
 // Server listeners (gRFC A36): an XdsServer binding IP:PORT asks for the listener named by
 // `server_listener_resource_name_template` with `%s` = IP:PORT, and the control plane generates exactly those names
-// (xds generators/grpc-server-listeners.ts, GRPC_SERVER_LISTENER_TEMPLATE). Both names below are wire contracts
-// with the control plane; test/xds-grpc-server.test.ts runs an XdsServer on this bootstrap against it.
+// (xds generators/grpc-server-listeners.ts). Both names are wire contracts with the control plane, so they are
+// the generators' own constants; test/xds-grpc-server.test.ts runs an XdsServer on this bootstrap against it.
+import { GRPC_SERVER_LISTENER_TEMPLATE } from "@vmpilot/xds/generators/grpc-server-listeners";
+import { GRPC_CERT_PROVIDER_INSTANCE } from "@vmpilot/xds/generators/tls";
 import type { AgentConfig } from "../config.js";
 import { xdsNode } from "./node.js";
-
-export const CERT_PROVIDER_INSTANCE = "default";
-export const SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s";
 
 /** Milliseconds as a protobuf JSON duration ("60s", "0.5s"), the form grpc-js's parseDuration reads. */
 function protoDuration(ms: number): string {
@@ -42,7 +41,7 @@ export function grpcBootstrap(cfg: AgentConfig): Record<string, unknown> {
     ],
     node: { ...node, locality: {} },
     certificate_providers: {
-      [CERT_PROVIDER_INSTANCE]: {
+      [GRPC_CERT_PROVIDER_INSTANCE]: {
         plugin_name: "file_watcher",
         config: {
           certificate_file: cfg.output.certChainFile,
@@ -52,6 +51,6 @@ export function grpcBootstrap(cfg: AgentConfig): Record<string, unknown> {
         },
       },
     },
-    server_listener_resource_name_template: SERVER_LISTENER_TEMPLATE,
+    server_listener_resource_name_template: GRPC_SERVER_LISTENER_TEMPLATE,
   };
 }
