@@ -104,7 +104,8 @@ describe("agent SDS server (envoy.service.secret.v3.SecretDiscoveryService on a 
     const missing = await keyPair("missing.example.com");
     const ca = await keyPair("client CA");
     put(src, "missing", { "cert.pem": missing.certPem, "key.pem": missing.keyPem, "ca.pem": ca.certPem });
-    const r2 = await s.next("the missing credential to be pushed", 2_000);
+    // The watcher's debounce is 100 ms; the deadline leaves room for a loaded CI machine.
+    const r2 = await s.next("the missing credential to be pushed", 5_000);
     expect(names(r2)).to.deep.equal(["missing"]);
     expect(r2.secrets[0]!.tls_certificate.certificate_chain.inline_string).to.equal(missing.certPem);
     expect(r2.nonce).to.not.equal(r1.nonce);
@@ -152,7 +153,6 @@ describe("agent SDS server (envoy.service.secret.v3.SecretDiscoveryService on a 
     fs.writeFileSync(path.join(src, "third", "cert.pem"), t2.certPem);
     const r6 = await s.next("the next change after the removal");
     expect(names(r6)).to.deep.equal(["third"]);
-    expect(r6.removed).to.deep.equal([]);
     // A new subscription (a new listener, a restarted Envoy) does not get it.
     const fresh = sotw();
     fresh.send({ node: NODE, resource_names: ["missing", "present"] });
@@ -203,16 +203,29 @@ describe("agent SDS server (envoy.service.secret.v3.SecretDiscoveryService on a 
     again.send({ response_nonce: d2.nonce, error_detail: { code: 13, message: "nope" } });
     await until("the delta NACK to be logged", () => log.lines.some((l) => l.includes("Envoy rejected secret(s) later: nope")));
 
-    // Unsubscribed names are not pushed; subscribed ones are, on change.
+    // Unsubscribed names are not pushed, even when they change; subscribed ones are.
     again.send({ resource_names_unsubscribe: ["later"] });
+    await until("the unsubscription to be recorded", () => !sds.status().streams.some((st) => st.requested.includes("later")));
+    const later2 = await keyPair("later v2");
+    put(src, "later", { "cert.pem": later2.certPem, "key.pem": later2.keyPem });
+    await until("the new pair of the unsubscribed credential to be served", () => sds.secret("later")?.version !== d2.versions.later);
     const p2 = await keyPair("present v2");
-    fs.writeFileSync(path.join(src, "later", "cert.pem"), (await keyPair("later v2")).certPem); // half-written: held back
-    fs.writeFileSync(path.join(src, "present", "cert.pem"), p2.certPem);
     fs.writeFileSync(path.join(src, "present", "key.pem"), p2.keyPem);
+    fs.writeFileSync(path.join(src, "present", "cert.pem"), p2.certPem);
     const d3 = await again.next("the rotated credential");
     expect(names(d3)).to.deep.equal(["present"]);
     expect(d3.versions.present).to.not.equal(version);
     expect(d3.secrets[0]!.tls_certificate.certificate_chain.inline_string).to.equal(p2.certPem);
+    again.send({ response_nonce: d3.nonce });
+
+    // A removed credential is never sent as a delta removal (Envoy ignores or NACKs one; it keeps the secret until
+    // the listener goes): after `present` is deleted, the next response is the resubscribed `later`, with no removals.
+    fs.rmSync(path.join(src, "present"), { recursive: true });
+    await until("the deleted credential to stop being served", () => !sds.status().served.includes("present"));
+    again.send({ resource_names_subscribe: ["later"] });
+    const d4 = await again.next("the resubscribed credential");
+    expect(names(d4)).to.deep.equal(["later"]);
+    expect(d4.removed).to.deep.equal([]);
   });
 
   it("ends a stream that asks for another resource type with INVALID_ARGUMENT", async () => {
