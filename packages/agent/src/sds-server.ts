@@ -4,8 +4,9 @@
 // (xds generators/gateway-tls.ts). It serves what gateway-credentials.ts found on disk.
 //
 // Why a server and not files: a secret that is not on the VM gets NO answer, which Envoy handles per
-// subscription (the listener that uses it keeps warming; at startup Envoy's initial_fetch_timeout bounds the
-// wait), whereas a missing path_config_source file makes Envoy reject the whole LDS update.
+// subscription (the listener that uses it keeps warming, bounded by Envoy's initial_fetch_timeout; at Envoy's
+// start that holds back every listener, which only open once all have initialised), whereas a missing
+// path_config_source file makes Envoy reject the whole LDS update.
 //
 // Protocol (xDS, resource type Secret):
 // - StreamSecrets (SotW; what Envoy uses with api_type GRPC). Each request names the secrets the stream wants

@@ -8,9 +8,9 @@
 // The reason is failure isolation. Envoy loads a `path_config_source` when the listener is built and rejects the
 // whole LDS update if the file is missing, so one Gateway naming a credential that is not (yet) on the VM would
 // freeze every listener of that gateway (NACK). A gRPC SDS subscription to a name the agent does not have simply
-// gets no answer: only the listener using it waits (warming, bounded by Envoy's initial_fetch_timeout, 15 s by
-// default, which matters most at Envoy's start), the others are accepted and serve, and the agent pushes the
-// secret when its files appear. Without the announcement the secrets are requested over ADS, for operators who run an SDS of their own
+// gets no answer: on a running Envoy only the listener using it waits (warming), the update is accepted and the
+// others keep serving, and the agent pushes the secret when its files appear. At Envoy's start every listener
+// waits for all to initialise, so there the wait is bounded by initial_fetch_timeout (15 s by default). Without the announcement the secrets are requested over ADS, for operators who run an SDS of their own
 // behind the control plane.
 //
 // ISTIO_MUTUAL uses the mesh identity (`default`, `ROOTCA`) from the agent's files when the proxy announced
