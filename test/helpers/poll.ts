@@ -2,6 +2,9 @@
 // the suite may be loaded (two cores, CI neighbours), so how long something takes is the benchmark's business;
 // a test only fails when the thing never happens within a generous deadline. Every suite uses this one helper.
 
+/** What a truthy value of T can be (a probe may say "not yet" with undefined, null or false). */
+type Truthy<T> = Exclude<T, undefined | null | false | "" | 0>;
+
 export interface PollOptions {
   /** Give up after this long (default 15 s). */
   timeoutMs?: number;
@@ -16,7 +19,7 @@ export interface PollOptions {
  * reported if the deadline passes), so "not listening yet" and "not there yet" read the same. Short form:
  * `until(what, probe, timeoutMs, everyMs)`.
  */
-export async function until<T>(what: string, probe: () => T | Promise<T>, opts: PollOptions | number = {}, everyMs?: number): Promise<NonNullable<Awaited<T>>> {
+export async function until<T>(what: string, probe: () => T | Promise<T>, opts: PollOptions | number = {}, everyMs?: number): Promise<Truthy<Awaited<T>>> {
   const o: PollOptions = typeof opts === "number" ? { timeoutMs: opts, ...(everyMs !== undefined ? { everyMs } : {}) } : opts;
   const { timeoutMs = 15_000, fatal } = o;
   const deadline = Date.now() + timeoutMs;
@@ -24,7 +27,7 @@ export async function until<T>(what: string, probe: () => T | Promise<T>, opts: 
   for (;;) {
     try {
       const v = await probe();
-      if (v) return v as NonNullable<Awaited<T>>;
+      if (v) return v as Truthy<Awaited<T>>;
     } catch (err) {
       if (fatal?.(err)) throw err;
       lastError = err;

@@ -21,6 +21,7 @@ import {
   type TargetOptions,
   type TestPki,
 } from "./consul-targets.js";
+import { until } from "../../../test/helpers/poll.js";
 
 const TEST_OPTIONS: Partial<ConsulSourceOptions> = {
   wait: 1000,
@@ -32,13 +33,6 @@ const TEST_OPTIONS: Partial<ConsulSourceOptions> = {
   trustDomain: "example.org",
 };
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const hostKey = (name: string) => `default/${name}.service.consul`;
 
@@ -106,7 +100,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await t.register(webB);
     const s = await newSource(t);
     expect(s.current().status.synced).to.equal(true);
-    await waitFor(() => addresses(s, "web").length === 2, "two web endpoints");
+    await until("two web endpoints", () => addresses(s, "web").length === 2, 20_000);
 
     const state = s.current();
     expect(state.objects).to.deep.equal([]);
@@ -155,17 +149,17 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await t.register(webA);
     await t.register(webB);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 2, "two web endpoints");
+    await until("two web endpoints", () => addresses(s, "web").length === 2, 20_000);
     const healthOf = (addr: string) => endpointsOf(s, "web")!.find((e) => e.address === addr)?.health;
 
     await t.setStatus(webA, "warning");
-    await waitFor(() => healthOf("127.0.0.11") === "DEGRADED", "web-a DEGRADED");
+    await until("web-a DEGRADED", () => healthOf("127.0.0.11") === "DEGRADED", 20_000);
     expect(endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.11")!.weight).to.equal(1); // Weights.Warning
     await t.setStatus(webB, "critical");
-    await waitFor(() => healthOf("127.0.0.22") === "UNHEALTHY", "web-b UNHEALTHY");
+    await until("web-b UNHEALTHY", () => healthOf("127.0.0.22") === "UNHEALTHY", 20_000);
     expect(addresses(s, "web")).to.deep.equal(["127.0.0.11", "127.0.0.22"]);
     await t.setStatus(webA, "passing");
-    await waitFor(() => healthOf("127.0.0.11") === "HEALTHY", "web-a HEALTHY again");
+    await until("web-a HEALTHY again", () => healthOf("127.0.0.11") === "HEALTHY", 20_000);
     expect(endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.11")!.weight).to.equal(3);
   });
 
@@ -181,18 +175,18 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
       Check: { CheckID: "api-1-ttl", TTL: "30s", Status: "passing" },
     });
     const health = () => endpointsOf(s, "api")?.[0]?.health;
-    await waitFor(() => health() === "HEALTHY", "api HEALTHY");
+    await until("api HEALTHY", () => health() === "HEALTHY", 20_000);
     expect(s.current().services!.find((x) => x.hostname === "api.service.consul")!.ports).to.deep.equal([
       { number: 9090, protocol: "GRPC", name: "grpc-9090" },
     ]);
     await t.put("/v1/agent/check/warn/api-1-ttl", {});
-    await waitFor(() => health() === "DEGRADED", "api DEGRADED");
+    await until("api DEGRADED", () => health() === "DEGRADED", 20_000);
     await t.put("/v1/agent/check/fail/api-1-ttl", {});
-    await waitFor(() => health() === "UNHEALTHY", "api UNHEALTHY");
+    await until("api UNHEALTHY", () => health() === "UNHEALTHY", 20_000);
     await t.put("/v1/agent/check/pass/api-1-ttl", {});
-    await waitFor(() => health() === "HEALTHY", "api HEALTHY again");
+    await until("api HEALTHY again", () => health() === "HEALTHY", 20_000);
     await t.put("/v1/agent/service/deregister/api-1", {});
-    await waitFor(() => !s.current().services!.some((x) => x.hostname === "api.service.consul"), "api gone");
+    await until("api gone", () => !s.current().services!.some((x) => x.hostname === "api.service.consul"), 20_000);
   });
 
   it("removes a deregistered instance, then the service once Consul no longer lists it", async () => {
@@ -201,12 +195,12 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await t.register(webB);
     await t.register(db);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 2 && addresses(s, "db").length === 1, "web and db");
+    await until("web and db", () => addresses(s, "web").length === 2 && addresses(s, "db").length === 1, 20_000);
     await t.deregister(webA);
-    await waitFor(() => addresses(s, "web").length === 1, "one web endpoint");
+    await until("one web endpoint", () => addresses(s, "web").length === 1, 20_000);
     expect(addresses(s, "web")).to.deep.equal(["127.0.0.22"]);
     await t.deregister(webB);
-    await waitFor(() => endpointsOf(s, "web") === undefined, "web service removed");
+    await until("web service removed", () => endpointsOf(s, "web") === undefined, 20_000);
     expect(s.current().services!.map((x) => x.hostname)).to.deep.equal(["db.service.consul"]);
     expect(s.current().status.stale).to.equal(false);
   });
@@ -217,11 +211,11 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await t.register(webA);
     await t.register(webB);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 2, "two web endpoints");
+    await until("two web endpoints", () => addresses(s, "web").length === 2, 20_000);
     const before = s.current();
 
     await t.stop();
-    await waitFor(() => s.current().status.stale, "status stale");
+    await until("status stale", () => s.current().status.stale, 20_000);
     const during = s.current();
     expect(during.status.synced).to.equal(true);
     expect(during.status.lastError).to.be.a("string").and.not.equal("");
@@ -230,7 +224,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
 
     await t.registerWhileDown(db);
     await t.start();
-    await waitFor(() => addresses(s, "db").length === 1 && !s.current().status.stale, "db picked up after recovery", 60_000);
+    await until("db picked up after recovery", () => addresses(s, "db").length === 1 && !s.current().status.stale, 60_000);
     expect(addresses(s, "web")).to.deep.equal(["127.0.0.11", "127.0.0.22"]);
     expect(s.current().status.lastError).to.equal(undefined);
   });
@@ -247,7 +241,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(st.status.lastError).to.be.a("string");
     expect(st.services).to.deep.equal([]);
     await t.start();
-    await waitFor(() => s.current().status.synced && addresses(s, "web").length === 1, "synced after Consul came up", 60_000);
+    await until("synced after Consul came up", () => s.current().status.synced && addresses(s, "web").length === 1, 60_000);
   });
 
   it("re-reads the ACL token file: a wrong token is a problem, fixing the file recovers without a restart", async function () {
@@ -261,7 +255,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     await writeFile(tokenFile, "00000000-0000-4000-8000-000000000000\n");
     const s = await newSource(t, { tokenFile });
     expect(s.current().status.synced).to.equal(false);
-    await waitFor(() => s.current().problems.some((p) => /ACL not found/.test(p.message)), "ACL problem");
+    await until("ACL problem", () => s.current().problems.some((p) => /ACL not found/.test(p.message)), 20_000);
     const p = s.current().problems.find((x) => /ACL not found/.test(x.message))!;
     expect(p).to.deep.include({ severity: "error", file: t.address });
     expect(p.message).to.contain(tokenFile);
@@ -269,7 +263,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     // Atomic replace, as config management tools write it.
     await writeFile(join(dir, "token.new"), `${token}\n`);
     await rename(join(dir, "token.new"), tokenFile);
-    await waitFor(() => s.current().status.synced && addresses(s, "web").length === 1, "synced with the fixed token", 60_000);
+    await until("synced with the fixed token", () => s.current().status.synced && addresses(s, "web").length === 1, 60_000);
     expect(s.current().problems).to.deep.equal([]);
   });
 
@@ -286,7 +280,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(s.current().problems.map((p) => p.message)).to.satisfy((m: string[]) => m.some((x) => x.includes(`cannot read Consul ACL token file ${tokenFile}`)));
     if (t.sim) expect(t.sim.requestsTo("/v1/catalog/services")).to.deep.equal([]);
     await writeFile(tokenFile, token);
-    await waitFor(() => s.current().status.synced && addresses(s, "web").length === 1, "synced once the token file exists", 60_000);
+    await until("synced once the token file exists", () => s.current().status.synced && addresses(s, "web").length === 1, 60_000);
     expect(s.current().problems).to.deep.equal([]);
   });
 
@@ -295,7 +289,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const t = (ctx.target = await make({ aclToken: "7c6d5e4f-3a2b-4c1d-8e9f-0a1b2c3d4e5f" }));
     await t.register(webA);
     const s = await newSource(t);
-    await waitFor(() => s.current().problems.some((p) => /filtered/.test(p.message)), "filtered-by-ACLs warning");
+    await until("filtered-by-ACLs warning", () => s.current().problems.some((p) => /filtered/.test(p.message)), 20_000);
     expect(s.current().problems.find((p) => /filtered/.test(p.message))).to.deep.include({ severity: "warning", file: t.address });
     expect(s.current().services).to.deep.equal([]);
   });
@@ -308,9 +302,9 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     expect(t.address.startsWith("https://")).to.equal(true);
     await t.register(webA);
     const s = await newSource(t, { tls: { caFile: pki.caFile, certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } });
-    await waitFor(() => s.current().status.synced && addresses(s, "web").length === 1, "synced over TLS");
+    await until("synced over TLS", () => s.current().status.synced && addresses(s, "web").length === 1, 20_000);
     await t.setStatus(webA, "critical");
-    await waitFor(() => endpointsOf(s, "web")?.[0]?.health === "UNHEALTHY", "health change over TLS");
+    await until("health change over TLS", () => endpointsOf(s, "web")?.[0]?.health === "UNHEALTHY", 20_000);
   });
 
   it("refuses a Consul whose certificate its CA did not sign (and keeps retrying)", async function () {
@@ -329,14 +323,14 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const t = (ctx.target = await make());
     await t.register(webA);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
     await s.stop();
     await t.register(webB);
     await s.start();
     expect(s.current().status.synced).to.equal(true);
-    await waitFor(() => addresses(s, "web").length === 2, "both endpoints after the restart");
+    await until("both endpoints after the restart", () => addresses(s, "web").length === 2, 20_000);
     await t.setStatus(webB, "critical");
-    await waitFor(() => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", "watching again");
+    await until("watching again", () => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", 20_000);
   });
 
   if (!withSimulatorHooks) return;
@@ -349,9 +343,9 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const sim = t.sim!;
     await t.register(webA);
     const s = await newSource(t, { datacenter: sim.datacenter, stale: true });
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
     for (const path of ["/v1/catalog/services", "/v1/health/service/web"]) {
-      await waitFor(() => sim.requestsTo(path).some((r) => Number(r.query.index) > 0), `a blocking query on ${path}`);
+      await until(`a blocking query on ${path}`, () => sim.requestsTo(path).some((r) => Number(r.query.index) > 0), 20_000);
     }
 
     const reads = sim.requests.filter((r) => r.method === "GET");
@@ -388,7 +382,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const sim = t.sim!;
     await t.register(webA);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
     await new Promise((r) => setImmediate(r));
     const changesBefore = ctx.changes;
     const stateBefore = s.current();
@@ -396,13 +390,13 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     sim.catalog.touchService("web");
     const touched = sim.catalog.serviceIndex.get("web")!;
     // The source has seen the new index once it blocks on it.
-    await waitFor(() => sim.requestsTo("/v1/health/service/web").some((r) => Number(r.query.index) === touched), "query at the touched index");
+    await until("query at the touched index", () => sim.requestsTo("/v1/health/service/web").some((r) => Number(r.query.index) === touched), 20_000);
     await new Promise((r) => setImmediate(r));
     expect(ctx.changes).to.equal(changesBefore);
     expect(s.current().services).to.deep.equal(stateBefore.services);
 
     await t.setStatus(webA, "warning");
-    await waitFor(() => ctx.changes > changesBefore, "a change event");
+    await until("a change event", () => ctx.changes > changesBefore, 20_000);
     expect(endpointsOf(s, "web")![0]!.health).to.equal("DEGRADED");
   });
 
@@ -412,29 +406,29 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const sim = t.sim!;
     await t.register(webA);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
-    await waitFor(() => sim.requestsTo("/v1/catalog/services").some((r) => Number(r.query.index) > 5), "catalog blocking");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
+    await until("catalog blocking", () => sim.requestsTo("/v1/catalog/services").some((r) => Number(r.query.index) > 5), 20_000);
     const highIndex = Number(s.current().status.revision);
     expect(highIndex).to.be.greaterThan(5);
 
     const resetAt = performance.now();
     sim.resetIndex(3);
     await t.register(webB); // index 4: still below what the source holds
-    await waitFor(() => addresses(s, "web").length === 2, "web-b seen after the reset");
+    await until("web-b seen after the reset", () => addresses(s, "web").length === 2, 20_000);
     // Each watch holds its old index until its blocked query times out with the lower one, then reads from 0 and
     // blocks again on the new, lower index.
     for (const path of ["/v1/catalog/services", "/v1/health/service/web"]) {
       const idx = (r: { query: Record<string, string> }) => Number(r.query.index ?? 0);
-      await waitFor(() => {
+      await until(`${path}: a read from 0, then blocking at the new lower index`, () => {
         const after = sim.requestsTo(path, resetAt);
         const restart = after.findIndex((r) => idx(r) === 0);
         return restart >= 0 && after.slice(restart + 1).some((r) => idx(r) > 0 && idx(r) < highIndex);
-      }, `${path}: a read from 0, then blocking at the new lower index`);
+      }, 20_000);
     }
-    await waitFor(() => Number(s.current().status.revision) < highIndex, "revision follows the lower index");
+    await until("revision follows the lower index", () => Number(s.current().status.revision) < highIndex, 20_000);
 
     await t.setStatus(webB, "critical");
-    await waitFor(() => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", "changes after the reset");
+    await until("changes after the reset", () => endpointsOf(s, "web")!.find((e) => e.address === "127.0.0.22")?.health === "UNHEALTHY", 20_000);
   });
 
   it("treats 500 answers as an outage: nothing removed, stale, recovered afterwards", async function () {
@@ -443,15 +437,15 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const sim = t.sim!;
     await t.register(webA);
     const s = await newSource(t);
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
     sim.failWith(500);
     await t.deregister(webA).catch(() => undefined); // refused: Consul is failing
     sim.catalog.write((idx) => sim.catalog.deregisterService(idx, "node-a", "web-a")); // ...but the servers took it
-    await waitFor(() => s.current().status.stale, "stale");
+    await until("stale", () => s.current().status.stale, 20_000);
     expect(addresses(s, "web")).to.deep.equal(["127.0.0.11"]);
     expect(s.current().status.lastError).to.contain("rpc error");
     sim.failWith(undefined);
-    await waitFor(() => !s.current().status.stale && endpointsOf(s, "web") === undefined, "recovered, web gone");
+    await until("recovered, web gone", () => !s.current().status.stale && endpointsOf(s, "web") === undefined, 20_000);
   });
 
   it("with stale reads, applies answers from a server that lost its leader but marks the data stale", async function () {
@@ -460,16 +454,16 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     const sim = t.sim!;
     await t.register(webA);
     const s = await newSource(t, { stale: true });
-    await waitFor(() => addresses(s, "web").length === 1, "web endpoint");
+    await until("web endpoint", () => addresses(s, "web").length === 1, 20_000);
     sim.setKnownLeader(false);
     sim.catalog.write((idx) => sim.catalog.ensureCheck(idx, "node-a", { CheckID: "service:web-a", Status: "warning", ServiceID: "web-a" }));
     // The follower still answers (and its data moved on): applied, but flagged.
-    await waitFor(() => endpointsOf(s, "web")?.[0]?.health === "DEGRADED", "answer from the leaderless server applied");
-    await waitFor(() => s.current().status.stale, "stale while there is no leader");
+    await until("answer from the leaderless server applied", () => endpointsOf(s, "web")?.[0]?.health === "DEGRADED", 20_000);
+    await until("stale while there is no leader", () => s.current().status.stale, 20_000);
     expect(s.current().status.lastError).to.contain("no known leader");
     sim.setKnownLeader(true);
     await t.setStatus(webA, "passing");
-    await waitFor(() => !s.current().status.stale && endpointsOf(s, "web")?.[0]?.health === "HEALTHY", "leader back");
+    await until("leader back", () => !s.current().status.stale && endpointsOf(s, "web")?.[0]?.health === "HEALTHY", 20_000);
     expect(s.current().status.lastError).to.equal(undefined);
   });
 
@@ -485,7 +479,7 @@ function consulCases(make: (o?: TargetOptions) => Promise<ConsulTarget>, withSim
     // 100, 200, 400, 800, 800... ms with at least half of each: at most ~7 in 3 s; a tight loop would be thousands.
     expect(n).to.be.at.least(2).and.at.most(10);
     sim.failWith(undefined);
-    await waitFor(() => !s.current().status.stale && s.current().status.lastError === undefined, "recovered");
+    await until("recovered", () => !s.current().status.stale && s.current().status.lastError === undefined, 20_000);
   });
 }
 

@@ -1,16 +1,9 @@
 // The Debouncer behind FileSource (and the xDS push path): bursts coalesce, a steady stream is capped.
 import { expect } from "chai";
 import { Debouncer } from "../src/debounce.js";
+import { until } from "../../../test/helpers/poll.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(10);
-  }
-}
 
 describe("Debouncer", function () {
   this.timeout(30_000);

@@ -8,6 +8,7 @@ import path from "node:path";
 import { FileSource } from "../src/file-source.js";
 import { setLogLevel } from "../src/logger.js";
 import { configKey, type AnyConfig, type SourceState } from "../src/model.js";
+import { until } from "../../../test/helpers/poll.js";
 
 if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
 
@@ -35,16 +36,6 @@ spec:
 /** Valid YAML, but `prots` is not a ServiceEntry field: an error on line 10. */
 function serviceEntryWithTypo(name: string, host: string): string {
   return serviceEntry(name, host).replace("  ports:\n", "  prots:\n");
-}
-
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

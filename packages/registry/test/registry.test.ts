@@ -10,18 +10,9 @@ import { setLogLevel } from "../src/logger.js";
 import type { Endpoint, RegistrySnapshot, RegistrySource, Service, SourceState } from "../src/model.js";
 import { Registry } from "../src/registry.js";
 import { selectedWorkloadIdentities } from "../src/snapshot.js";
+import { until } from "../../../test/helpers/poll.js";
 
 if (!process.env.VMPILOT_LOG_LEVEL) setLogLevel("error");
-
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
 
