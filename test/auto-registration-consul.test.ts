@@ -337,9 +337,9 @@ for (const { label, make, skipped } of targets()) {
       return (z.services as J[]).find((s) => s.hostname === HOST)?.endpoints.find((e: J) => e.address === ip);
     }
 
-    /** Consul's view: the vmpilot instances of service `ratings` for `ip`, with their checks. */
+    /** Consul's view: the vmpilot instances of service `vmpilot-shop--ratings` (default prefix) for `ip`, with their checks. */
     async function consulInstances(ip: string): Promise<J[]> {
-      const res = await fetch(`${target.address}/v1/health/service/ratings`);
+      const res = await fetch(`${target.address}/v1/health/service/vmpilot-shop--ratings`);
       const body = (await res.json()) as J[];
       return body.filter((e) => e.Service.Address === ip);
     }

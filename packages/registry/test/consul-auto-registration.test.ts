@@ -10,7 +10,7 @@ import path from "node:path";
 import { AutoRegistrationSource, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
 import { ConsulSource } from "../src/consul/source.js";
 import { ConsulWorkloadPublisher } from "../src/consul/workload-publisher.js";
-import { healthCheckId, livenessCheckId, registrationOf, remoteWorkloadOf, serviceIdOf } from "../src/consul/workload-records.js";
+import { healthCheckId, livenessCheckId, registrationOf, remoteWorkloadOf as recordOf, serviceIdOf } from "../src/consul/workload-records.js";
 import type { ConsulHealthEntry } from "../src/consul/convert.js";
 import { setLogLevel } from "../src/logger.js";
 import { type AnyConfig, configKey } from "../src/model.js";
@@ -207,7 +207,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
 
   async function publisher(src: AutoRegistrationSource, replica: string): Promise<ConsulWorkloadPublisher> {
     const p = new ConsulWorkloadPublisher(
-      { consul: { address: sim.address, requestTimeout: 2000 }, replica, servicePrefix: "", ttlMs: TTL, deregisterAfterMs: GRACE },
+      { consul: { address: sim.address, requestTimeout: 2000 }, replica, servicePrefix: "vmpilot-", ttlMs: TTL, deregisterAfterMs: GRACE },
       () => src.published(),
     );
     src.on("local", () => p.notify());
@@ -233,7 +233,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     a.reportHealth(c.streamId, { healthy: true, at: Date.now() });
     await until("registered", () => sim.agentCheckStatus(healthCheckId(serviceId))?.Status === "passing");
     const svc = sim.catalog.services.get(`${sim.nodeName}/${serviceId}`)!;
-    expect(svc.Service).to.equal("ratings");
+    expect(svc.Service, "prefix, namespace, group").to.equal("vmpilot-shop--ratings");
     expect(svc.Address).to.equal("10.0.0.7");
     expect(svc.Port).to.equal(9080);
     expect(svc.Tags).to.deep.equal(["vmpilot-auto-registered", "version=v2"]);
@@ -253,6 +253,40 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     const b = await source("b");
     b.setRemote(cs.remoteWorkloads());
     expect(entryOf(b)).to.deep.equal(entryOf(a));
+    await a.stop();
+    await b.stop();
+  });
+
+  it("serves no registration another Consul client made with the marker meta: name, ID, entry and own address must be what vmpilot writes", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    a.connect(conn());
+    const forged = (body: Record<string, unknown>, meta: Record<string, string>) =>
+      sim.apply("/v1/agent/service/register", {
+        Port: 9080,
+        Tags: ["vmpilot-auto-registered"],
+        Meta: { "vmpilot-auto-registered": "1", "vmpilot-replica": "evil", "vmpilot-namespace": "shop", "vmpilot-group": "ratings", ...meta },
+        Checks: [{ CheckID: `${body.ID as string}:replica`, Name: "x", TTL: "300s", Status: "passing" }],
+        ...body,
+      });
+    // Some other client's own service, carrying the marker: it has write access to `web`, not to the mesh.
+    forged({ ID: "web-1", Name: "web", Address: "10.6.6.6" }, { "vmpilot-entry": "ratings-10.6.6.6" });
+    // vmpilot's name and ID, but an entry that is not the address's.
+    forged({ ID: "vmpilot~evil~shop~ratings-10.0.0.7", Name: "vmpilot-shop--ratings", Address: "10.6.6.6" }, { "vmpilot-entry": "ratings-10.0.0.7" });
+    // No service address of its own: the node's (127.0.0.1) is not taken instead.
+    forged({ ID: "vmpilot~evil~shop~ratings-127.0.0.1", Name: "vmpilot-shop--ratings" }, { "vmpilot-entry": "ratings-127.0.0.1" });
+    // The group's name without the namespace: one ACL rule would cover the group in every namespace.
+    forged({ ID: "vmpilot~evil~shop~ratings-10.6.6.7", Name: "vmpilot-ratings", Address: "10.6.6.7" }, { "vmpilot-entry": "ratings-10.6.6.7" });
+    const cs = await consulSource();
+    const b = await source("b");
+    cs.on("workloads", () => b.setRemote(cs.remoteWorkloads()));
+    b.setRemote(cs.remoteWorkloads());
+    await until("B serves the genuine registration", () => entryOf(b));
+    await until("every forged one reported", () => cs.current().problems.filter((p) => /(not a registration vmpilot writes|service address\)).*; ignored$/.test(p.message)).length === 4 || undefined);
+    const names = b.current().objects.map((o) => o.metadata.name).sort();
+    expect(names).to.deep.equal(["ratings-10.0.0.7"]);
+    expect(b.current().objects[0]!.spec).to.deep.include({ address: "10.0.0.7" });
+    expect(cs.remoteWorkloads().map((w) => `${w.replica}/${w.name}`)).to.deep.equal(["a/ratings-10.0.0.7"]);
     await a.stop();
     await b.stop();
   });
@@ -320,7 +354,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     const a = await source("a");
     const errors: (string | undefined)[] = [];
     const p = new ConsulWorkloadPublisher(
-      { consul: { address: sim.address, tokenFile }, replica: "a", servicePrefix: "", ttlMs: TTL, deregisterAfterMs: GRACE, onError: (m) => errors.push(m) },
+      { consul: { address: sim.address, tokenFile }, replica: "a", servicePrefix: "vmpilot-", ttlMs: TTL, deregisterAfterMs: GRACE, onError: (m) => errors.push(m) },
       () => a.published(),
     );
     a.on("local", () => p.notify());
@@ -390,7 +424,7 @@ describe("Consul registration records (pure)", function () {
       ports: { http: 9080, grpc: 9090 },
     };
     const reg = registrationOf(published, { replica: "r1", servicePrefix: "vm-", ttlMs: 30_000, deregisterAfterMs: 10_000 });
-    expect(reg.Name, "Consul DNS-safe").to.equal("vm-ratings-v1");
+    expect(reg.Name, "Consul DNS-safe, namespace and group").to.equal("vm-shop--ratings-v1");
     expect(reg.Tags).to.deep.equal(["vmpilot-auto-registered", "a=1", "b=2"]);
     expect(reg.Checks.map((c) => [c.CheckID, c.TTL, c.Status, c.DeregisterCriticalServiceAfter])).to.deep.equal([
       [`${reg.ID}:replica`, "30s", "passing", "10s"],
@@ -401,6 +435,8 @@ describe("Consul registration records (pure)", function () {
       Service: { ID: reg.ID, Service: reg.Name, Tags: reg.Tags, Address: reg.Address, Port: reg.Port, Meta: reg.Meta },
       Checks: checks,
     });
+    const remoteWorkloadOf = (e: ConsulHealthEntry) => recordOf(e, "vm-");
+    expect(recordOf(entry([]), "vmpilot-"), "another prefix: not ours").to.be.a("string");
     const ok = remoteWorkloadOf(entry([{ CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }, { CheckID: `${reg.ID}:health`, Status: "warning", ServiceID: reg.ID }]));
     expect(ok).to.deep.include({ state: "connected", group: "ratings.v1", name: "ratings.v1-10.0.0.7", registration: `n1/${reg.ID}` });
     expect((ok as RemoteWorkload).health, "warning = no report").to.equal(undefined);

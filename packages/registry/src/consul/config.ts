@@ -38,6 +38,11 @@ export interface ConsulSourceOptions {
   requestTimeout?: number;
   /** How often the token file's metadata is checked for changes. Default 2 s. */
   tokenFilePollInterval?: number;
+  /**
+   * The service name prefix of auto-registered workloads' registrations (`autoRegistration.consul.servicePrefix`):
+   * only instances named exactly as vmpilot names them under it are read back. Default `vmpilot-`.
+   */
+  workloadServicePrefix?: string;
 }
 
 export interface ResolvedConsulOptions {
@@ -55,7 +60,15 @@ export interface ResolvedConsulOptions {
   backoff: { initial: number; max: number };
   requestTimeout: number;
   tokenFilePollInterval: number;
+  workloadServicePrefix: string;
 }
+
+/**
+ * Default Consul service name prefix of auto-registered workloads' registrations. The Consul ACL policy on it is
+ * the trust boundary: a token allowed to write `vmpilot-NS--GROUP` can add endpoints to that WorkloadGroup's entries
+ * (consul/README.md "ACL").
+ */
+export const DEFAULT_WORKLOAD_SERVICE_PREFIX = "vmpilot-";
 
 /** Consul refuses waits above 10 minutes. */
 export const MAX_CONSUL_WAIT_MS = 10 * 60_000;
@@ -88,6 +101,7 @@ export function resolveConsulOptions(o: ConsulSourceOptions): ResolvedConsulOpti
     backoff: { initial: Math.max(initial, 10), max: Math.max(positive(o.backoff?.max, 30_000, "backoff.max"), initial) },
     requestTimeout: positive(o.requestTimeout, 10_000, "requestTimeout"),
     tokenFilePollInterval: Math.max(positive(o.tokenFilePollInterval, 2000, "tokenFilePollInterval"), 20),
+    workloadServicePrefix: o.workloadServicePrefix ?? DEFAULT_WORKLOAD_SERVICE_PREFIX,
   };
 }
 

@@ -1,5 +1,5 @@
 export { ConsulSource, type ConsulLogger } from "./source.js";
-export { resolveConsulOptions, consulDuration, MAX_CONSUL_WAIT_MS, type ConsulSourceOptions, type ConsulTlsOptions, type ResolvedConsulOptions } from "./config.js";
+export { resolveConsulOptions, consulDuration, MAX_CONSUL_WAIT_MS, DEFAULT_WORKLOAD_SERVICE_PREFIX, type ConsulSourceOptions, type ConsulTlsOptions, type ResolvedConsulOptions } from "./config.js";
 export {
   convertConsulService,
   consulHealth,
@@ -23,6 +23,7 @@ export {
   livenessCheckId,
   healthCheckId,
   consulServiceName,
+  publishableNamespace,
   sanitizeReplicaName,
   type WorkloadRegistrationOptions,
 } from "./workload-records.js";

@@ -268,7 +268,7 @@ export class ConsulSource extends EventEmitter implements RegistrySource {
     // An unchanged registration keeps its object, so consumers can skip it by identity.
     const previous = new Map((entry.workloads ?? []).map((w) => [JSON.stringify(w), w]));
     for (const e of instances) {
-      const w = remoteWorkloadOf(e);
+      const w = remoteWorkloadOf(e, this.options.workloadServicePrefix);
       if (typeof w === "string") {
         problems.push({ severity: "warning", message: `Consul service ${name}: ${w}`, file: this.options.address, line: 0, column: 0 });
       } else workloads.push(previous.get(JSON.stringify(w)) ?? w);

@@ -24,6 +24,7 @@ import {
   healthCheckOf,
   livenessCheckId,
   livenessOf,
+  publishableNamespace,
   registrationFingerprint,
   registrationOf,
   type CheckState,
@@ -147,9 +148,14 @@ export class ConsulWorkloadPublisher {
     const renew = this.renewDue;
     this.renewDue = false;
     const o = this.options;
-    const desired = new Map(this.workloads().map((p) => [p.key, p]));
     const ops: (() => Promise<void>)[] = [];
     const errors: string[] = [];
+    const desired = new Map<string, PublishedWorkload>();
+    for (const p of this.workloads()) {
+      // Its service name could be mistaken for another namespace's (workload-records.ts): served here only.
+      if (publishableNamespace(p.namespace)) desired.set(p.key, p);
+      else errors.push(`${p.key}: namespace "${p.namespace}" is not a DNS label without "--"; not registered in Consul (served by this replica only)`);
+    }
     const attempt = async (what: string, fn: () => Promise<void>, on404?: () => void): Promise<void> => {
       try {
         await fn();

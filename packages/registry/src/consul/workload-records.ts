@@ -3,8 +3,15 @@
 //
 // One Consul service instance per (replica, workload):
 // - ID `vmpilot~REPLICA~NAMESPACE~ENTRY`: unique even when several replicas share one Consul agent (a common small
-//   setup, and every test); Name: the WorkloadGroup's name (with the configured prefix), the logical service a
-//   Consul operator expects to find the VMs under; Address: the entry's address; Port: the template's first port.
+//   setup, and every test); Name: `PREFIX` + namespace + `--` + WorkloadGroup name (default prefix `vmpilot-`), the
+//   logical service a Consul operator expects to find the VMs under; Address: the entry's address; Port: the
+//   template's first port.
+// - Trust: anyone who may write a Consul service could attach the meta marker, so a record read back is taken
+//   only when its service name, ID, entry name and address are exactly what vmpilot itself writes for that
+//   (replica, namespace, group, address). The name then carries the namespace and the group, so the Consul ACL
+//   policy on the prefix is the trust boundary: who may write `vmpilot-shop--*` may add endpoints to
+//   WorkloadGroups of namespace shop, and nothing else. `--` cannot occur in a namespace vmpilot publishes
+//   (publishableNamespace), so `service_prefix "vmpilot-shop--"` covers exactly namespace shop.
 // - Tags: `vmpilot-auto-registered`, then the workload's own labels as `key=value` (the form the ConsulSource and
 //   Consul-native tooling read). Only the node's labels: the group's come from the group on every replica.
 // - Meta (keys [A-Za-z0-9_-], values up to 512 characters, Consul's limits): the marker `vmpilot-auto-registered`
@@ -20,7 +27,8 @@
 //   is HEALTH_TTL_FACTOR times the liveness TTL (Consul requires one on a pushed check): the liveness check
 //   already says when the replica is gone, so the health check is renewed ten times less often, which halves
 //   the renewal traffic.
-import type { PublishedWorkload, RemoteWorkload } from "../auto-registration.js";
+import net from "node:net";
+import { autoRegisteredName, type PublishedWorkload, type RemoteWorkload } from "../auto-registration.js";
 import type { AgentServiceRegistration } from "./client.js";
 import { consulDuration } from "./config.js";
 import type { ConsulHealthEntry } from "./convert.js";
@@ -58,7 +66,7 @@ export interface WorkloadRegistrationOptions {
   replica: string;
   /** Random per process start: tells this process's registrations from a predecessor's with the same name. */
   incarnation?: string;
-  /** Prepended to the group name to make the Consul service name (ACL policies can then use one service_prefix). */
+  /** Prepended to `NAMESPACE--GROUP` to make the Consul service name (ACL policies can then use one service_prefix). */
   servicePrefix: string;
   ttlMs: number;
   /** The auto-registration cleanup grace period: DeregisterCriticalServiceAfter of the liveness check. */
@@ -72,9 +80,20 @@ export function serviceIdOf(replica: string, namespace: string, entry: string): 
 export const livenessCheckId = (serviceId: string): string => `${serviceId}:replica`;
 export const healthCheckId = (serviceId: string): string => `${serviceId}:health`;
 
-/** A Consul service name Consul's DNS can serve: lower case, [a-z0-9-] (group names may hold dots). */
-export function consulServiceName(prefix: string, group: string): string {
-  return `${prefix}${group}`.toLowerCase().replace(/[^a-z0-9-]/g, "-");
+/**
+ * The Consul service name of a group's registrations, one Consul DNS can serve: lower case, [a-z0-9-] (group
+ * names may hold dots). Unambiguous as to the namespace when publishableNamespace(namespace) holds.
+ */
+export function consulServiceName(prefix: string, namespace: string, group: string): string {
+  return `${prefix}${namespace}--${group}`.toLowerCase().replace(/[^a-z0-9-]/g, "-");
+}
+
+/**
+ * A namespace whose registrations no other namespace's can be mistaken for: a DNS label without `--` (the
+ * separator in the service name). Workloads of other namespaces are served locally but not published.
+ */
+export function publishableNamespace(namespace: string): boolean {
+  return /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(namespace) && !namespace.includes("--") && namespace.length <= 63;
 }
 
 /** A replica name safe in service IDs, URL paths and meta values. */
@@ -135,7 +154,7 @@ export function registrationOf(p: PublishedWorkload, o: WorkloadRegistrationOpti
   const healthTtl = consulDuration(o.ttlMs * HEALTH_TTL_FACTOR);
   return {
     ID: id,
-    Name: consulServiceName(o.servicePrefix, p.group),
+    Name: consulServiceName(o.servicePrefix, p.namespace, p.group),
     Address: p.address,
     Port: ports[0]?.[1] ?? 0,
     Tags: tags,
@@ -166,9 +185,9 @@ export function isAutoRegisteredInstance(e: Pick<ConsulHealthEntry, "Service">):
 
 /**
  * One vmpilot instance read back from `/v1/health/service/NAME`; a string saying why when it cannot be used
- * (another format version, missing fields).
+ * (another format version, missing fields, or not what vmpilot writes under `servicePrefix`: see the header).
  */
-export function remoteWorkloadOf(e: ConsulHealthEntry): RemoteWorkload | string {
+export function remoteWorkloadOf(e: ConsulHealthEntry, servicePrefix: string): RemoteWorkload | string {
   const s = e.Service;
   const meta = s.Meta ?? {};
   const version = meta[AUTO_REGISTERED_META];
@@ -177,8 +196,21 @@ export function remoteWorkloadOf(e: ConsulHealthEntry): RemoteWorkload | string 
   const namespace = meta[META.namespace];
   const group = meta[META.group];
   const name = meta[META.entry];
-  const address = s.Address || e.Node.Address;
-  if (!replica || !namespace || !group || !name || !address) return `instance ${s.ID}: auto-registration meta incomplete (replica, namespace, group, entry, address); ignored`;
+  // Never the node's address: a registration names its workload's own address, or it is not one of ours.
+  const address = s.Address;
+  if (!replica || !namespace || !group || !name || !address) return `instance ${s.ID}: auto-registration meta incomplete (replica, namespace, group, entry, service address); ignored`;
+  const expectedName = consulServiceName(servicePrefix, namespace, group);
+  const expectedId = serviceIdOf(replica, namespace, name);
+  if (
+    net.isIP(address) === 0 ||
+    replica !== sanitizeReplicaName(replica) ||
+    !publishableNamespace(namespace) ||
+    name !== autoRegisteredName(group, address) ||
+    s.Service !== expectedName ||
+    s.ID !== expectedId
+  ) {
+    return `instance ${s.ID} of Consul service ${s.Service}: not a registration vmpilot writes for ${namespace}/${group} at ${address} (expected service ${expectedName}, ID ${expectedId}, entry ${autoRegisteredName(group, address)}); ignored`;
+  }
   const checks = e.Checks ?? [];
   const live = checks.find((c) => c.CheckID === livenessCheckId(s.ID));
   const health = checks.find((c) => c.CheckID === healthCheckId(s.ID));

@@ -14,7 +14,7 @@
 import os from "node:os";
 import { randomBytes } from "node:crypto";
 import { AutoRegistrationSource, DEFAULT_CLEANUP_GRACE_PERIOD_MS, type WorkloadConnection } from "@vmpilot/registry/auto-registration";
-import { ConsulWorkloadPublisher, sanitizeReplicaName, type ConsulSource, type ConsulSourceOptions } from "@vmpilot/registry/consul/index";
+import { ConsulWorkloadPublisher, DEFAULT_WORKLOAD_SERVICE_PREFIX, sanitizeReplicaName, type ConsulSource, type ConsulSourceOptions } from "@vmpilot/registry/consul/index";
 import type { RegistrySnapshot } from "@vmpilot/registry";
 import { createLogger, type Logger } from "@vmpilot/registry/logger";
 import type { HealthReport, XdsStream } from "./stream.js";
@@ -34,7 +34,10 @@ export interface ConsulPublishing {
   register?: boolean;
   /** TTL of the registrations' checks; renewed every third of it. Default 30 s. */
   ttlMs?: number;
-  /** Consul service name = prefix + group name. Default none. */
+  /**
+   * Consul service name = prefix + namespace + `--` + group name. Default `vmpilot-`. The ConsulSource must read
+   * back with the same prefix (its `workloadServicePrefix`); the ACL policy on it is the trust boundary.
+   */
   servicePrefix?: string;
 }
 
@@ -127,7 +130,7 @@ export class AutoRegistrar {
           consul: p.consul,
           replica: this.replica,
           incarnation: this.incarnation,
-          servicePrefix: p.servicePrefix ?? "",
+          servicePrefix: p.servicePrefix ?? DEFAULT_WORKLOAD_SERVICE_PREFIX,
           ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
           deregisterAfterMs: this.source.gracePeriod,
         }

@@ -216,7 +216,10 @@ export class ControlPlane {
     if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
     this.autoRegistration.setGracePeriod(next.autoRegistration.cleanupGracePeriodMs);
     this.autoRegistration.setPublishingSettings(next.autoRegistration.consul);
-    const sourcesChanged = JSON.stringify([prev.configDirs, prev.consul]) !== JSON.stringify([next.configDirs, next.consul]);
+    // The service prefix is also what the ConsulSource accepts as registrations (workload-records.ts "Trust").
+    const sourcesChanged =
+      JSON.stringify([prev.configDirs, prev.consul, prev.autoRegistration.consul?.servicePrefix]) !==
+      JSON.stringify([next.configDirs, next.consul, next.autoRegistration.consul?.servicePrefix]);
     this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
     if (sourcesChanged) {
       const old = this.registry;
@@ -267,13 +270,14 @@ export class ControlPlane {
     const sources: RegistrySource[] = [...(this.opts.sources ?? []), this.autoRegistration.source];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
     let consulSource: ConsulSource | undefined;
+    const ar = cfg.autoRegistration.consul;
     if (cfg.consul) {
       const { waitForSync: _serverSide, ...consul } = cfg.consul;
-      consulSource = new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul }, createLogger("consul-source"));
+      const prefix = ar?.servicePrefix !== undefined ? { workloadServicePrefix: ar.servicePrefix } : {};
+      consulSource = new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul, ...prefix }, createLogger("consul-source"));
       sources.push(consulSource);
     }
     // Auto-registered workloads go through the same Consul (DESIGN.md "Scale-out").
-    const ar = cfg.autoRegistration.consul;
     this.autoRegistration.useConsul(consulSource, consulSource ? { consul: consulSource.options, ...ar } : undefined);
     return new Registry({ sources, mesh: cfg.mesh });
   }
