@@ -15,7 +15,9 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { resolveServerConfig } from "@vmpilot/xds/server/config";
+import { resolveServerConfig, type ServerConfig } from "@vmpilot/xds/server/config";
+import type { PublishedWorkload } from "@vmpilot/registry/auto-registration";
+import { livenessCheckId, registrationOf, serviceIdOf } from "@vmpilot/registry/consul/index";
 import { ControlPlane } from "@vmpilot/xds/server/control-plane";
 import { ResourceCache } from "@vmpilot/xds/cache";
 import { decodeToJson } from "@vmpilot/xds/protojson";
@@ -27,6 +29,7 @@ import { call, type EchoClient, type EchoServer } from "./helpers/echo.js";
 import { eventually, xdsEchoClient } from "./helpers/e2e.js";
 import { echoServersOnOnePort, FAST_CONSUL } from "./helpers/consul-e2e.js";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
+import { until } from "./helpers/poll.js";
 
 type J = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -522,5 +525,104 @@ describe("server config: autoRegistration.consul", function () {
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { ttl: "500ms" } } }, "/", {})).to.throw(/autoRegistration.consul.ttl: at least 1s/);
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { servicePrefix: "VM_" } } }, "/", {})).to.throw(/servicePrefix/);
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { tll: "5s" } } }, "/", {})).to.throw(/unknown key "tll"/);
+  });
+});
+
+describe("a replica's Consul publishing and read-back across a failed reload and shutdown (the Consul HTTP API simulator)", function () {
+  this.timeout(60_000);
+  let sim: ConsulSimulator;
+  let dir: string;
+  let configDir: string;
+  const cleanups: (() => unknown)[] = [];
+  const IP = "127.0.0.41";
+  const serviceId = serviceIdOf("r1", "shop", `ratings-${IP}`);
+
+  beforeEach(async function () {
+    // Consul's non-user reaper settings (30 s, 1 m) shortened, as the simulator allows.
+    sim = await ConsulSimulator.start({ checkReapIntervalMs: 100, checkDeregisterIntervalMinMs: 0 });
+    cleanups.push(() => sim.close());
+    dir = await mkdtemp(path.join(os.tmpdir(), "vmpilot-autoreg-lifecycle-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    configDir = path.join(dir, "config");
+    await mkdir(configDir);
+    await writeFile(path.join(configDir, "ratings.yaml"), files(9080));
+  });
+
+  afterEach(async function () {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  function serverConfig(consul: J = {}, grace = "3s"): ServerConfig {
+    const parsed = resolveServerConfig(
+      {
+        configDirs: [configDir],
+        xdsAddr: "127.0.0.1:0",
+        httpAddr: "127.0.0.1:0",
+        consul: { address: sim.address, ...consul },
+        autoRegistration: { cleanupGracePeriod: grace, consul: { ttl: "1s", replica: "r1" } },
+      },
+      dir,
+      {},
+    );
+    return { ...parsed, consul: { ...parsed.consul!, ...FAST_CONSUL } };
+  }
+
+  async function replica(config: ServerConfig): Promise<ControlPlane> {
+    const cp = new ControlPlane({ config, createCache: () => new ResourceCache() });
+    cleanups.push(() => cp.stop(1000));
+    await cp.start();
+    return cp;
+  }
+
+  function connect(cp: ControlPlane, ip: string): Workload {
+    const w = new Workload(cp.addresses.xds!, ip);
+    cleanups.push(() => w.close());
+    return w;
+  }
+
+  /** Another replica's registration, written as vmpilot writes it (it is on the same agent). */
+  function otherReplicaRegisters(ip: string): void {
+    const published: PublishedWorkload = {
+      key: `shop/ratings-${ip}`,
+      namespace: "shop",
+      group: "ratings",
+      name: `ratings-${ip}`,
+      address: ip,
+      proxyId: `sidecar~${ip}~x.shop~shop.svc.cluster.local`,
+      labels: {},
+      connected: true,
+      probed: false,
+      ports: { grpc: 9080 },
+    };
+    sim.apply("/v1/agent/service/register", registrationOf(published, { replica: "other", servicePrefix: "vmpilot-", ttlMs: 60_000, deregisterAfterMs: 60_000 }));
+  }
+
+  const entryOn = (cp: ControlPlane, ip: string) => cp.current().configs.get(`WorkloadEntry/shop/ratings-${ip}`);
+
+  it("a reload that fails (unreadable consul.tls.caFile) keeps the running publisher, read-back and config; the error is reported", async function () {
+    const cp = await replica(serverConfig());
+    connect(cp, IP);
+    await until("registered", () => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`));
+    const publisher = cp.autoRegistration.consulPublisher;
+    expect(publisher).to.not.equal(undefined);
+    const caFile = path.join(dir, "no-such-ca.pem");
+    const bad = serverConfig({ address: sim.address.replace(/^http:/, "https:"), tls: { caFile } });
+    let error: Error | undefined;
+    try {
+      await cp.reload(bad);
+    } catch (err) {
+      error = err as Error;
+    }
+    expect(error?.message, "the reload reports why").to.include(caFile);
+    expect(cp.autoRegistration.consulPublisher, "the running publisher").to.equal(publisher);
+    const since = performance.now();
+    await until("renewals go on after the failed reload (TTL 1 s, renewed every third)", () => sim.requestsTo("/v1/agent/check/pass/", since).length >= 2);
+    expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status).to.equal("passing");
+    otherReplicaRegisters("127.0.0.42");
+    await until("another replica's registration made after the failed reload is read back", () => entryOn(cp, "127.0.0.42"));
+    expect(cp.current().sources.find((s) => s.name === "consul")).to.include({ synced: true, stale: false });
+    // The config was not half-applied: a good reload afterwards still sees a change to apply and applies it.
+    await cp.reload(serverConfig({}, "4s"));
+    expect(cp.autoRegistration.source.gracePeriod).to.equal(4000);
   });
 });

@@ -14,7 +14,14 @@
 import os from "node:os";
 import { randomBytes } from "node:crypto";
 import { AutoRegistrationSource, DEFAULT_CLEANUP_GRACE_PERIOD_MS, type WorkloadConnection } from "@vmpilot/registry/auto-registration";
-import { ConsulWorkloadPublisher, DEFAULT_WORKLOAD_SERVICE_PREFIX, sanitizeReplicaName, type ConsulSource, type ConsulSourceOptions } from "@vmpilot/registry/consul/index";
+import {
+  ConsulWorkloadPublisher,
+  DEFAULT_WORKLOAD_SERVICE_PREFIX,
+  sanitizeReplicaName,
+  type ConsulSource,
+  type ConsulSourceOptions,
+  type WorkloadPublisherOptions,
+} from "@vmpilot/registry/consul/index";
 import type { RegistrySnapshot } from "@vmpilot/registry";
 import { createLogger, type Logger } from "@vmpilot/registry/logger";
 import type { HealthReport, XdsStream } from "./stream.js";
@@ -41,6 +48,16 @@ export interface ConsulPublishing {
   servicePrefix?: string;
 }
 
+/** A change of Consul settings, built by AutoRegistrar.prepare() and applied by commit(). */
+export interface ConsulPlan {
+  readonly source: ConsulSource | undefined;
+  readonly gracePeriodMs: number;
+  /** The publisher settings (undefined: no publishing); equal to the running one's: it stays. */
+  readonly key: string | undefined;
+  /** Built for new settings, not started yet. */
+  readonly publisher: ConsulWorkloadPublisher | undefined;
+}
+
 export const DEFAULT_CONSUL_TTL_MS = 30_000;
 /** Consul floors DeregisterCriticalServiceAfter at this (check_deregister_interval_min). */
 const CONSUL_DEREGISTER_MIN_MS = 60_000;
@@ -53,7 +70,6 @@ export class AutoRegistrar {
   private readonly log: Logger;
   private consulSource: ConsulSource | undefined;
   private readonly onConsul = (): void => this.readBack();
-  private publishing: ConsulPublishing | undefined;
   private publisher: ConsulWorkloadPublisher | undefined;
   private publisherKey: string | undefined;
   private readonly onLocal = (): void => this.publisher?.notify();
@@ -72,9 +88,35 @@ export class AutoRegistrar {
 
   /**
    * Reads other replicas' workloads from `source` and publishes ours as `publishing` says; undefined for
-   * either turns that half off. Called whenever the control plane builds a registry.
+   * either turns that half off. At startup; a reload uses prepare() and commit() so it can fail cleanly.
    */
   useConsul(source: ConsulSource | undefined, publishing: ConsulPublishing | undefined): void {
+    this.commit(this.prepare(source, publishing));
+  }
+
+  /**
+   * Builds what a change of Consul settings needs, touching nothing that runs: the publisher for new
+   * settings is constructed here (reading the TLS files, which can throw), not started. Hand the result to
+   * commit(), or to discard() when the rest of the reload failed.
+   */
+  prepare(source: ConsulSource | undefined, publishing: ConsulPublishing | undefined, gracePeriodMs = this.source.gracePeriod): ConsulPlan {
+    const options = this.publisherOptions(publishing, gracePeriodMs);
+    const key = options ? JSON.stringify(options) : undefined;
+    let publisher: ConsulWorkloadPublisher | undefined;
+    if (options && key !== this.publisherKey) {
+      const p: ConsulWorkloadPublisher = new ConsulWorkloadPublisher(
+        { ...options, logger: this.log, onError: (m) => this.publisher === p && this.source.setPublishError(m) },
+        () => this.source.published(),
+      );
+      publisher = p;
+    }
+    return { source, gracePeriodMs, key, publisher };
+  }
+
+  /** Applies a prepared change in one step (nothing here throws): grace period, read-back source, publisher. */
+  commit(plan: ConsulPlan): void {
+    this.source.setGracePeriod(plan.gracePeriodMs);
+    const source = plan.source;
     if (this.consulSource !== source) {
       this.consulSource?.off("workloads", this.onConsul);
       this.consulSource?.off("change", this.onConsul);
@@ -92,17 +134,31 @@ export class AutoRegistrar {
             }
           : undefined,
       );
+      // A reload commits after the new source has synced: its answers so far came before we listened.
+      this.readBack();
     }
-    this.publishing = publishing;
-    this.restartPublisher();
+    if (plan.key === this.publisherKey) return;
+    const old = this.publisher;
+    this.publisher = plan.publisher;
+    this.publisherKey = plan.key;
+    void old?.stop();
+    this.source.setPublishError(undefined);
+    const publisher = plan.publisher;
+    if (!publisher) return;
+    publisher.start();
+    const options = publisher.options;
+    this.log.info(`auto-registered workloads are registered in Consul as replica ${this.replica}`, { consul: options.consul.address, ttlMs: options.ttlMs });
+    if (options.deregisterAfterMs < CONSUL_DEREGISTER_MIN_MS) {
+      // Consul's check_deregister_interval_min (not user-configurable): say it where operators will look.
+      this.log.info(
+        `a dead replica's workloads are removed by Consul no sooner than 1m after their TTL expired (Consul's floor for DeregisterCriticalServiceAfter), not after the ${options.deregisterAfterMs} ms grace period; they are UNHEALTHY meanwhile`,
+      );
+    }
   }
 
-  /** New `autoRegistration.consul` settings (SIGHUP) on the same Consul; `replica` only changes on restart. */
-  setPublishingSettings(settings: Omit<ConsulPublishing, "consul"> | undefined): void {
-    if (!this.publishing) return;
-    const { register, ttlMs, servicePrefix } = settings ?? {};
-    this.publishing = { consul: this.publishing.consul, register, ttlMs, servicePrefix };
-    this.restartPublisher();
+  /** Drops a prepared change that will not be committed. */
+  discard(plan: ConsulPlan): void {
+    if (plan.publisher && plan.publisher !== this.publisher) void plan.publisher.stop();
   }
 
   /** Stops publishing (registrations are left to expire: see ConsulWorkloadPublisher). */
@@ -122,40 +178,16 @@ export class AutoRegistrar {
     this.source.setRemote(s.remoteWorkloads());
   }
 
-  private restartPublisher(): void {
-    const p = this.publishing;
-    const wanted = p && p.register !== false;
-    const options = wanted
-      ? {
-          consul: p.consul,
-          replica: this.replica,
-          incarnation: this.incarnation,
-          servicePrefix: p.servicePrefix ?? DEFAULT_WORKLOAD_SERVICE_PREFIX,
-          ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
-          deregisterAfterMs: this.source.gracePeriod,
-        }
-      : undefined;
-    const key = options ? JSON.stringify(options) : undefined;
-    if (key === this.publisherKey) return;
-    const old = this.publisher;
-    this.publisher = undefined;
-    this.publisherKey = key;
-    void old?.stop();
-    this.source.setPublishError(undefined);
-    if (!options) return;
-    const publisher: ConsulWorkloadPublisher = new ConsulWorkloadPublisher(
-      { ...options, logger: this.log, onError: (m) => this.publisher === publisher && this.source.setPublishError(m) },
-      () => this.source.published(),
-    );
-    this.publisher = publisher;
-    this.publisher.start();
-    this.log.info(`auto-registered workloads are registered in Consul as replica ${this.replica}`, { consul: options.consul.address, ttlMs: options.ttlMs });
-    if (options.deregisterAfterMs < CONSUL_DEREGISTER_MIN_MS) {
-      // Consul's check_deregister_interval_min (not user-configurable): say it where operators will look.
-      this.log.info(
-        `a dead replica's workloads are removed by Consul no sooner than 1m after their TTL expired (Consul's floor for DeregisterCriticalServiceAfter), not after the ${options.deregisterAfterMs} ms grace period; they are UNHEALTHY meanwhile`,
-      );
-    }
+  private publisherOptions(p: ConsulPublishing | undefined, gracePeriodMs: number): Omit<WorkloadPublisherOptions, "logger" | "onError"> | undefined {
+    if (!p || p.register === false) return undefined;
+    return {
+      consul: p.consul,
+      replica: this.replica,
+      incarnation: this.incarnation,
+      servicePrefix: p.servicePrefix ?? DEFAULT_WORKLOAD_SERVICE_PREFIX,
+      ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
+      deregisterAfterMs: gracePeriodMs,
+    };
   }
 
   connected(stream: XdsStream): void {
@@ -175,12 +207,6 @@ export class AutoRegistrar {
 
   snapshot(snap: RegistrySnapshot): void {
     this.source.setGroups(snap.configs);
-  }
-
-  setGracePeriod(ms: number): void {
-    this.source.setGracePeriod(ms);
-    // DeregisterCriticalServiceAfter follows it.
-    this.restartPublisher();
   }
 }
 

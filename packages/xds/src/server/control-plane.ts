@@ -10,7 +10,7 @@ import { Registry } from "@vmpilot/registry/registry";
 import type { RegistrySnapshot, RegistrySource } from "@vmpilot/registry";
 import { checkStreamIdentity, loadMeshCa, type MeshCa } from "../ca/index.js";
 import { AdsServer, type AuthorizeStream } from "./ads-server.js";
-import { AutoRegistrar } from "./auto-register.js";
+import { AutoRegistrar, type ConsulPublishing } from "./auto-register.js";
 import type { ServerConfig } from "./config.js";
 import { parseHostPort } from "./config.js";
 import { createHttpServer, listenHttp } from "./http.js";
@@ -74,6 +74,7 @@ export class ControlPlane {
   readonly autoRegistration: AutoRegistrar;
   private readonly log: Logger;
   private registry: Registry;
+  private consulSource: ConsulSource | undefined;
   private cache: SnapshotCache;
   private config: ServerConfig;
   private readonly extraSecureServices: ExtraService[] = [];
@@ -95,7 +96,10 @@ export class ControlPlane {
     this.cache = opts.createCache();
     const ar = opts.config.autoRegistration;
     this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: ar.cleanupGracePeriodMs, ...(ar.consul?.replica ? { replica: ar.consul.replica } : {}) });
-    this.registry = this.buildRegistry(opts.config);
+    const built = this.buildRegistry(opts.config);
+    this.registry = built.registry;
+    this.consulSource = built.consulSource;
+    this.autoRegistration.useConsul(built.consulSource, this.publishingOf(opts.config, built.consulSource));
     this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current(), configDirs: () => this.config.configDirs });
     const onHealth = opts.onHealthReport;
     const metrics = this.metrics.observer();
@@ -203,40 +207,59 @@ export class ControlPlane {
   /**
    * Applies a re-read config file (SIGHUP): new config dirs or Consul settings swap in a new registry, a new
    * mesh config republishes everything. Listen addresses and the state dir only change on restart.
+   *
+   * Everything that can fail (the new registry's sources starting, the Consul publisher reading its TLS files)
+   * is built first, beside what runs; only then is it all switched over, in one step that cannot fail. A
+   * reload that throws leaves the config, registry, Consul publisher and read-back exactly as they were.
    */
   async reload(next: ServerConfig): Promise<void> {
     const prev = this.config;
     for (const k of ["xdsAddr", "secureAddr", "httpAddr", "stateDir", "insecure"] as const) {
       if (prev[k] !== next[k]) this.log.warn(`${k} changed in the config file; it takes effect on restart`, { from: prev[k], to: next[k] });
     }
-    if (JSON.stringify(prev.debounce) !== JSON.stringify(next.debounce)) {
-      this.debouncer.flush();
-      this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs, leading: true });
-    }
     if (prev.maxConnectionAgeMs !== next.maxConnectionAgeMs) this.log.warn("maxConnectionAge changed in the config file; it takes effect on restart");
-    this.autoRegistration.setGracePeriod(next.autoRegistration.cleanupGracePeriodMs);
-    this.autoRegistration.setPublishingSettings(next.autoRegistration.consul);
+    const config: ServerConfig = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
     // The service prefix is also what the ConsulSource accepts as registrations (workload-records.ts "Trust").
     const sourcesChanged =
       JSON.stringify([prev.configDirs, prev.consul, prev.autoRegistration.consul?.servicePrefix]) !==
       JSON.stringify([next.configDirs, next.consul, next.autoRegistration.consul?.servicePrefix]);
-    this.config = { ...next, xdsAddr: prev.xdsAddr, secureAddr: prev.secureAddr, httpAddr: prev.httpAddr, insecure: prev.insecure, ...(prev.stateDir ? { stateDir: prev.stateDir } : {}) };
-    if (sourcesChanged) {
+
+    // 1. Build, touching nothing that runs.
+    const built = sourcesChanged ? this.buildRegistry(config) : undefined;
+    const consulSource = built ? built.consulSource : this.consulSource;
+    const plan = this.autoRegistration.prepare(consulSource, this.publishingOf(config, consulSource), config.autoRegistration.cleanupGracePeriodMs);
+    if (built) {
+      try {
+        await built.registry.start();
+      } catch (err) {
+        this.autoRegistration.discard(plan);
+        await built.registry.stop();
+        throw err;
+      }
+    }
+
+    // 2. Switch over (nothing below throws).
+    if (JSON.stringify(prev.debounce) !== JSON.stringify(next.debounce)) {
+      this.debouncer.flush();
+      this.debouncer = new Debouncer(() => this.push(), { quietMs: next.debounce.quietMs, maxMs: next.debounce.maxMs, leading: true });
+    }
+    this.config = config;
+    this.autoRegistration.commit(plan);
+    if (built) {
       const old = this.registry;
-      const fresh = this.buildRegistry(this.config);
-      fresh.on("snapshot", this.onSnapshot);
-      // Its first snapshot is complete (`full`), which the cache regenerates from scratch.
-      await fresh.start();
       old.off("snapshot", this.onSnapshot);
-      this.registry = fresh;
-      this.snapshotPublished(fresh.current());
+      built.registry.on("snapshot", this.onSnapshot);
+      this.registry = built.registry;
+      this.consulSource = built.consulSource;
+      // Its first snapshot is complete (`full`), which the cache regenerates from scratch.
+      this.snapshotPublished(built.registry.current());
       await old.stop();
       this.log.info("config reloaded: new sources", { configDirs: next.configDirs, consul: next.consul?.address ?? null });
     } else if (JSON.stringify(prev.mesh) !== JSON.stringify(next.mesh)) {
       this.registry.setMesh(next.mesh);
       this.log.info("config reloaded: new mesh settings", { mesh: next.mesh });
     } else {
-      this.log.info("config reloaded: nothing changed");
+      this.log.info("config reloaded: no new sources or mesh settings");
     }
   }
 
@@ -266,7 +289,8 @@ export class ControlPlane {
     return this.stopping;
   }
 
-  private buildRegistry(cfg: ServerConfig): Registry {
+  /** A registry for `cfg` (not started) and its ConsulSource; nothing running is touched. */
+  private buildRegistry(cfg: ServerConfig): { registry: Registry; consulSource: ConsulSource | undefined } {
     const sources: RegistrySource[] = [...(this.opts.sources ?? []), this.autoRegistration.source];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
     let consulSource: ConsulSource | undefined;
@@ -277,9 +301,12 @@ export class ControlPlane {
       consulSource = new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul, ...prefix }, createLogger("consul-source"));
       sources.push(consulSource);
     }
-    // Auto-registered workloads go through the same Consul (DESIGN.md "Scale-out").
-    this.autoRegistration.useConsul(consulSource, consulSource ? { consul: consulSource.options, ...ar } : undefined);
-    return new Registry({ sources, mesh: cfg.mesh });
+    return { registry: new Registry({ sources, mesh: cfg.mesh }), consulSource };
+  }
+
+  /** How auto-registered workloads go through `consulSource`'s Consul (DESIGN.md "Scale-out"). */
+  private publishingOf(cfg: ServerConfig, consulSource: ConsulSource | undefined): ConsulPublishing | undefined {
+    return consulSource ? { consul: consulSource.options, ...cfg.autoRegistration.consul } : undefined;
   }
 
   private snapshotPublished(snap: RegistrySnapshot): void {
