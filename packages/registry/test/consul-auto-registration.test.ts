@@ -5,9 +5,10 @@
 // rest when a replica stops renewing.
 import { expect } from "chai";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { AutoRegistrationSource, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
+import { AutoRegistrationSource, type PublishedWorkload, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
 import { ConsulSource } from "../src/consul/source.js";
 import { ConsulWorkloadPublisher } from "../src/consul/workload-publisher.js";
 import { healthCheckId, livenessCheckId, registrationOf, remoteWorkloadOf as recordOf, serviceIdOf } from "../src/consul/workload-records.js";
@@ -406,6 +407,75 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     await until("fresh again", () => !cs.current().status.stale);
     expect(cs.remoteWorkloads().length).to.equal(1);
     await a.stop();
+  });
+});
+
+describe("Consul registrations of auto-registered workloads: a Consul that accepts connections and never answers", function () {
+  this.timeout(60_000);
+  let server: net.Server;
+  const sockets = new Set<net.Socket>();
+  let requests = 0;
+
+  beforeEach(async function () {
+    requests = 0;
+    // Reads each request and never answers it (a wedged agent, a half-open path): only a timeout or an abort ends it.
+    server = net.createServer((s) => {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => undefined);
+      s.on("data", (d: Buffer) => (requests += (d.toString("latin1").match(/^(PUT|GET) /gm) ?? []).length));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  });
+
+  afterEach(async function () {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const workloads = (n: number): PublishedWorkload[] =>
+    Array.from({ length: n }, (_, i) => ({
+      key: `shop/ratings-10.0.1.${i}`,
+      namespace: "shop",
+      group: "ratings",
+      name: `ratings-10.0.1.${i}`,
+      address: `10.0.1.${i}`,
+      proxyId: `p${i}`,
+      labels: {},
+      connected: true,
+      probed: false,
+      ports: { http: 9080 },
+    }));
+
+  function publisher(requestTimeout: number, errors: (string | undefined)[] = []): ConsulWorkloadPublisher {
+    const address = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const list = workloads(40);
+    return new ConsulWorkloadPublisher(
+      { consul: { address, requestTimeout }, replica: "a", servicePrefix: "vmpilot-", ttlMs: 30_000, deregisterAfterMs: 10_000, concurrency: 8, onError: (m) => errors.push(m) },
+      () => list,
+    );
+  }
+
+  it("stop() returns promptly, with writes in flight and more queued (they are aborted, not waited out)", async function () {
+    const p = publisher(600_000);
+    p.start();
+    await until("writes in flight", () => requests >= 8);
+    const t0 = Date.now();
+    await p.stop();
+    // Without the abort this waits for the 10 min request timeout, five rounds of it.
+    expect(Date.now() - t0, "stop() took").to.be.below(10_000);
+    await until("the sockets are closed", () => sockets.size === 0);
+    expect(requests, "nothing started after stop()").to.equal(8);
+  });
+
+  it("ends a pass at the first write that got no answer, instead of sending every other write into the same timeout", async function () {
+    const errors: (string | undefined)[] = [];
+    const p = publisher(300, errors);
+    p.start();
+    await until("the first pass ended", () => p.passes >= 1, 20_000);
+    await p.stop();
+    expect(requests, "only the writes already in flight").to.equal(8);
+    expect(errors[0]).to.match(/8 Consul write\(s\) failed, first: register .*timed out/).and.match(/32 more write\(s\) left for the next renewal tick/);
   });
 });
 

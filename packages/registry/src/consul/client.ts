@@ -35,6 +35,14 @@ export class ConsulHttpError extends Error {
   }
 }
 
+/** A write given up because its caller stopped (not an answer from Consul, nor a failure to report). */
+export class ConsulAbortedError extends Error {
+  constructor(what: string) {
+    super(`${what}: aborted`);
+    this.name = "ConsulAbortedError";
+  }
+}
+
 export function consulStatusCode(err: unknown): number | undefined {
   return err instanceof ConsulHttpError ? err.status : undefined;
 }
@@ -94,30 +102,38 @@ export class ConsulHttp {
   }
 
   /** `PUT /v1/agent/service/register` (needs `service:write` on the service name). */
-  async registerService(registration: AgentServiceRegistration): Promise<void> {
-    await this.write("PUT /v1/agent/service/register", (o) => this.consul.agent.service.register(o as never), { ...registration });
+  async registerService(registration: AgentServiceRegistration, signal?: AbortSignal): Promise<void> {
+    await this.write("PUT /v1/agent/service/register", (o) => this.consul.agent.service.register(o as never), { ...registration }, signal);
   }
 
   /** `PUT /v1/agent/service/deregister/:id`; its checks go with it. */
-  async deregisterService(id: string): Promise<void> {
-    await this.write(`PUT /v1/agent/service/deregister/${id}`, (o) => this.consul.agent.service.deregister(o as never), { id });
+  async deregisterService(id: string, signal?: AbortSignal): Promise<void> {
+    await this.write(`PUT /v1/agent/service/deregister/${id}`, (o) => this.consul.agent.service.deregister(o as never), { id }, signal);
   }
 
   /** `PUT /v1/agent/check/pass|warn|fail/:id?note=`: sets a TTL check's status and output, and restarts its TTL. */
-  async updateTtlCheck(id: string, status: "passing" | "warning" | "critical", note: string): Promise<void> {
+  async updateTtlCheck(id: string, status: "passing" | "warning" | "critical", note: string, signal?: AbortSignal): Promise<void> {
     const check = this.consul.agent.check;
     const call = status === "passing" ? check.pass : status === "warning" ? check.warn : check.fail;
-    await this.write(`PUT /v1/agent/check/${status === "passing" ? "pass" : status === "warning" ? "warn" : "fail"}/${id}`, (o) => call.call(check, o as never), { id, note });
+    await this.write(`PUT /v1/agent/check/${status === "passing" ? "pass" : status === "warning" ? "warn" : "fail"}/${id}`, (o) => call.call(check, o as never), { id, note }, signal);
   }
 
-  private async write(what: string, call: (options: Record<string, unknown>) => Promise<unknown>, base: Record<string, unknown>): Promise<void> {
-    const options: Record<string, unknown> = { ...base, timeout: this.opts.requestTimeout };
+  private async write(what: string, call: (options: Record<string, unknown>) => Promise<unknown>, base: Record<string, unknown>, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) throw new ConsulAbortedError(what);
+    // As in read(): the client aborts a request when its ctx emits `cancel`.
+    const ctx = new EventEmitter();
+    const cancel = () => ctx.emit("cancel");
+    signal?.addEventListener("abort", cancel, { once: true });
+    const options: Record<string, unknown> = { ...base, ctx, timeout: this.opts.requestTimeout };
     const token = this.token();
     if (token) options.token = token;
     try {
       await call(options);
     } catch (err) {
+      if (signal?.aborted) throw new ConsulAbortedError(what);
       throw describe(err, what);
+    } finally {
+      signal?.removeEventListener("abort", cancel);
     }
   }
 

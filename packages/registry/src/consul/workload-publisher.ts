@@ -7,7 +7,9 @@
 // Consul holds. A TTL update answered 404 (the agent lost or reaped the service: a Consul restart without its data,
 // or this replica was cut off from Consul longer than TTL + grace period) forgets the belief, and the next pass
 // registers the workload again. Failures are retried on the next renewal tick; nothing is lost meanwhile, the
-// local source keeps serving its entries.
+// local source keeps serving its entries. A write that gets no answer at all (refused, reset, timed out) ends
+// the pass there, and stop() aborts the writes in flight: a Consul that accepts connections but never answers
+// costs one request timeout per tick, and never holds a shutdown.
 //
 // stop() deregisters nothing, on purpose: a replica that shuts down (or is killed) leaves its registrations to
 // expire. Proxies it drained reconnect elsewhere, and that replica's connected registration describes them at
@@ -15,7 +17,7 @@
 // the replica had died, which no code here could handle anyway.
 import { readFileSync } from "node:fs";
 import type { PublishedWorkload } from "../auto-registration.js";
-import { ConsulHttp, consulStatusCode, type AgentServiceRegistration } from "./client.js";
+import { ConsulHttp, ConsulHttpError, consulStatusCode, type AgentServiceRegistration } from "./client.js";
 import { resolveConsulOptions, type ConsulSourceOptions } from "./config.js";
 import type { ConsulLogger } from "./source.js";
 import {
@@ -64,6 +66,8 @@ export class ConsulWorkloadPublisher {
   private token: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  /** Aborted by stop(): a Consul that accepts connections but never answers must not hold a shutdown. */
+  private readonly abort = new AbortController();
   private current: Promise<void> | undefined;
   private again = false;
   private renewDue = false;
@@ -127,11 +131,15 @@ export class ConsulWorkloadPublisher {
     }
   }
 
-  /** Stops renewing. Deregisters nothing (see the header). */
+  /**
+   * Stops renewing, at once: writes in flight are aborted and none is started after this call (the rest of
+   * a pass is dropped). Deregisters nothing (see the header).
+   */
   async stop(): Promise<void> {
     this.running = false;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.abort.abort();
     await this.current;
     this.http.destroy();
   }
@@ -139,12 +147,14 @@ export class ConsulWorkloadPublisher {
   private async loop(): Promise<void> {
     do {
       this.again = false;
-      await this.pass();
+      // Consul not answering: what changed meanwhile waits for the next renewal tick, not a tight retry loop.
+      if (!(await this.pass())) break;
     } while (this.again && this.running);
   }
 
-  private async pass(): Promise<void> {
-    if (this.tokenFile && !this.readToken()) return;
+  /** One reconciliation; false when Consul did not answer (or the pass could not run). */
+  private async pass(): Promise<boolean> {
+    if (this.tokenFile && !this.readToken()) return false;
     const renew = this.renewDue;
     this.renewDue = false;
     const o = this.options;
@@ -156,11 +166,17 @@ export class ConsulWorkloadPublisher {
       if (publishableNamespace(p.namespace)) desired.set(p.key, p);
       else errors.push(`${p.key}: namespace "${p.namespace}" is not a DNS label without "--"; not registered in Consul (served by this replica only)`);
     }
+    const signal = this.abort.signal;
+    // A write that got no HTTP answer (refused, reset, timed out) ends the pass: the rest would only wait out
+    // their own timeouts one after another; the next renewal tick tries again.
+    let unreachable = false;
     const attempt = async (what: string, fn: () => Promise<void>, on404?: () => void): Promise<void> => {
       try {
         await fn();
       } catch (err) {
+        if (signal.aborted) return;
         if (consulStatusCode(err) === 404 && on404) return on404();
+        if (!(err instanceof ConsulHttpError)) unreachable = true;
         errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
       }
     };
@@ -170,7 +186,7 @@ export class ConsulWorkloadPublisher {
       const fp = registrationFingerprint(reg);
       const h = this.held.get(key);
       if (!h || h.fingerprint !== fp) {
-        ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp)));
+        ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp, signal)));
         continue;
       }
       const live = livenessOf(p, o);
@@ -183,14 +199,14 @@ export class ConsulWorkloadPublisher {
       };
       if (renew || !sameCheck(h.live, live)) {
         ops.push(() => attempt(`update ${livenessCheckId(h.id)}`, async () => {
-          await this.http.updateTtlCheck(livenessCheckId(h.id), live.status, live.output);
+          await this.http.updateTtlCheck(livenessCheckId(h.id), live.status, live.output, signal);
           h.live = live;
         }, lost));
       }
       if (renew) h.healthAge++;
       if (h.healthAge >= HEALTH_TTL_FACTOR || !sameCheck(h.health, health)) {
         ops.push(() => attempt(`update ${healthCheckId(h.id)}`, async () => {
-          await this.http.updateTtlCheck(healthCheckId(h.id), health.status, health.output);
+          await this.http.updateTtlCheck(healthCheckId(h.id), health.status, health.output, signal);
           h.health = health;
           h.healthAge = 0;
         }, lost));
@@ -202,7 +218,7 @@ export class ConsulWorkloadPublisher {
         attempt(
           `deregister ${h.id}`,
           async () => {
-            await this.http.deregisterService(h.id);
+            await this.http.deregisterService(h.id, signal);
             if (this.held.get(key) === h) this.held.delete(key);
             this.log.info(`consul: deregistered auto-registered workload ${key} (${h.id})`);
           },
@@ -212,16 +228,19 @@ export class ConsulWorkloadPublisher {
         ),
       );
     }
-    await runLimited(ops, this.options.concurrency ?? 8);
+    const skipped = await runLimited(ops, this.options.concurrency ?? 8, () => this.running && !unreachable);
     this.passes++;
+    if (!this.running) return false; // stopped: nothing to report
     if (errors.length > 0) {
-      const message = `${errors.length} Consul write(s) failed, first: ${errors[0]}`;
+      const rest = skipped > 0 ? `; ${skipped} more write(s) left for the next renewal tick (Consul did not answer)` : "";
+      const message = `${errors.length} Consul write(s) failed, first: ${errors[0]}${rest}`;
       if (this.failure === undefined) this.log.warn(`consul: ${message}; retrying every renewal period, entries keep being served`);
       this.setFailure(message);
     } else if (this.failure !== undefined) {
       this.log.info("consul: auto-registration writes succeed again");
       this.setFailure(undefined);
     }
+    return !unreachable;
   }
 
   private setFailure(message: string | undefined): void {
@@ -230,8 +249,8 @@ export class ConsulWorkloadPublisher {
     this.options.onError?.(message === undefined ? undefined : `registering auto-registered workloads in Consul: ${message}`);
   }
 
-  private async register(key: string, reg: AgentServiceRegistration, fingerprint: string): Promise<void> {
-    await this.http.registerService(reg);
+  private async register(key: string, reg: AgentServiceRegistration, fingerprint: string, signal: AbortSignal): Promise<void> {
+    await this.http.registerService(reg, signal);
     const fresh = !this.held.has(key);
     // Consul's agent keeps the status and output of checks that already existed (it restores them on a
     // re-registration, whatever Status the body says), and we cannot tell whether they did (a predecessor with
@@ -260,10 +279,12 @@ function sameCheck(a: CheckState, b: CheckState): boolean {
   return a.status === b.status && a.output === b.output;
 }
 
-async function runLimited(ops: (() => Promise<void>)[], limit: number): Promise<void> {
+/** Runs `ops`, `limit` at a time, while `proceed()` holds; returns how many were not started. */
+async function runLimited(ops: (() => Promise<void>)[], limit: number, proceed: () => boolean): Promise<number> {
   let next = 0;
   const worker = async () => {
-    while (next < ops.length) await ops[next++]!();
+    while (next < ops.length && proceed()) await ops[next++]!();
   };
   await Promise.all(Array.from({ length: Math.min(limit, ops.length) }, worker));
+  return ops.length - next;
 }
