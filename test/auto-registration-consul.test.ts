@@ -625,4 +625,15 @@ describe("a replica's Consul publishing and read-back across a failed reload and
     await cp.reload(serverConfig({}, "4s"));
     expect(cp.autoRegistration.source.gracePeriod).to.equal(4000);
   });
+
+  it("shutdown deregisters nothing, even with a cleanup grace period shorter than the drain: publishing stops before the streams are ended", async function () {
+    const cp = await replica(serverConfig({}, "1ms"));
+    connect(cp, IP);
+    await until("registered and held", () => sim.agentCheckStatus(livenessCheckId(serviceId))?.Status === "passing");
+    await cp.stop(1000);
+    // stop() resolved: the publisher has stopped, and whatever it was going to write is written.
+    expect(sim.requestsTo("/v1/agent/service/deregister/").map((r) => r.path)).to.deep.equal([]);
+    expect(sim.catalog.services.has(`${sim.nodeName}/${serviceId}`), "left to expire").to.equal(true);
+    expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status, "as it was when the replica stopped").to.equal("passing");
+  });
 });

@@ -270,6 +270,11 @@ export class ControlPlane {
   stop(graceMs = 5000): Promise<void> {
     this.stopping ??= (async () => {
       this.debouncer.cancel();
+      // Publishing to Consul stops first, before any stream ends: draining disconnects every workload, and a
+      // publisher still running would deregister them once their grace period ran out (shorter than the drain,
+      // say) instead of leaving them to expire while the proxies reconnect elsewhere. close() stops it at once
+      // (no write starts after this line); awaited below.
+      const publishingStopped = this.autoRegistration.close();
       this.ads.drain();
       await Promise.all([this.xdsServer, this.secureServer].filter((s): s is grpc.Server => s !== undefined).map((s) => shutdownGrpc(s, graceMs)));
       this.ca?.close();
@@ -280,9 +285,8 @@ export class ControlPlane {
           hs.closeAllConnections();
         });
       }
-      // Publishing stops before the registry stops its sources: a stopped auto-registration source holds no
-      // workloads, and a publisher still running would deregister them all instead of leaving them to expire.
-      await this.autoRegistration.close();
+      // Also before the registry stops its sources: a stopped auto-registration source holds no workloads.
+      await publishingStopped;
       this.registry.off("snapshot", this.onSnapshot);
       await this.registry.stop();
     })();
