@@ -62,6 +62,11 @@ export interface TypeState {
    * so a push costs what changed, not what the proxy subscribes to. Dropped when the subscription changes.
    */
   synced?: ReadonlyMap<string, EncodedResource>;
+  /**
+   * The last plan, valid while neither the source map nor this state changed (`gen`): a stream that waited for the
+   * send budget and is resumed, possibly several times in a storm, does not diff 3,000 resources again each time.
+   */
+  planned?: { all: ReadonlyMap<string, EncodedResource>; gen: number; plan: Plan };
 }
 
 /** The differences between what a proxy should have and what it was sent. */
@@ -395,6 +400,10 @@ export abstract class XdsStream {
       // Pushes reach every stream; most have nothing to do. When the proxy has what an earlier map held and the
       // source knows which names changed since, only those are compared: O(change), not O(subscription).
       sources.set(s, all);
+      if (s.planned && s.planned.all === all && s.planned.gen === s.gen) {
+        plans.set(s, s.planned.plan);
+        continue;
+      }
       const changed = !s.force && s.synced ? changedSince(all, s.synced) : undefined;
       if (changed && changed.size === 0) {
         plans.set(s, { desired: all, upserts: [], removals: [], notices: [], gone: [] });
@@ -405,6 +414,7 @@ export abstract class XdsStream {
       const idle = p.upserts.length === 0 && p.removals.length === 0 && p.notices.length === 0;
       if (idle && !s.force && p.gone.length === 0) this.markSynced(s, all);
       plans.set(s, p);
+      s.planned = { all, gen: s.gen, plan: p };
     }
     // A type whose source failed counts as busy: removals elsewhere wait for it.
     const hasChanges = (s: TypeState): boolean => {
@@ -437,6 +447,7 @@ export abstract class XdsStream {
       else s.synced = undefined;
       s.force = false;
       s.gen++;
+      s.planned = undefined;
       if (!out) continue;
       const at = Date.now();
       const trigger = s.dirtySince ?? triggeredAt;
