@@ -38,6 +38,8 @@ const CLI = path.join(ROOT, "packages", "xds", "src", "cli.ts");
 const HOST = "ratings.shop.internal";
 const TTL_MS = 2000;
 const GRACE_MS = 3000;
+/** `autoRegistration.consul.deregisterAfter`: Consul's removal of a dead replica's registrations. */
+const DEREGISTER_AFTER_MS = 5000;
 const IPS = ["127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"];
 
 function files(port: number): string {
@@ -271,7 +273,7 @@ for (const { label, make, skipped } of targets()) {
       const configDir = path.join(dir, "config");
       await mkdir(configDir);
       await writeFile(path.join(configDir, "ratings.yaml"), files(port));
-      const autoRegistration = { cleanupGracePeriod: `${GRACE_MS}ms`, consul: { ttl: `${TTL_MS}ms` } };
+      const autoRegistration = { cleanupGracePeriod: `${GRACE_MS}ms`, consul: { ttl: `${TTL_MS}ms`, deregisterAfter: `${DEREGISTER_AFTER_MS}ms` } };
       await writeFile(
         path.join(dir, "replica-a.yaml"),
         JSON.stringify({
@@ -452,19 +454,18 @@ for (const { label, make, skipped } of targets()) {
       await relay.cut();
       const cutAt = Date.now();
       await eventually("B's Consul source stale", 20_000, async () => ((await json(b.addresses.http!, "/debug/configz")).sources as J[]).find((s) => s.name === "consul")?.stale === true || undefined);
-      // Longer than TTL + grace period: long enough for anything that expired entries on its own to have done it.
-      await new Promise((r) => setTimeout(r, TTL_MS + GRACE_MS + 1000));
+      // What the others see meanwhile: B stopped renewing, so to Consul it is a dead replica: critical, and
+      // UNHEALTHY on A. Not removed: that waits for deregisterAfter, longer than this outage.
+      await eventually("B's registration critical (its TTL expired)", 20_000 + TTL_MS, async () => {
+        const inst = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
+        return inst && checkStatus(inst, "replica") === "critical" ? true : undefined;
+      });
+      await eventually("A serves B's workload UNHEALTHY (sent, not removed)", 20_000, async () => ((await endpointOn(a.http, IPS[0]!))?.health === "UNHEALTHY" ? true : undefined));
       const since = cutAt;
       expect((await endpointOn(b.addresses.http!, IPS[2]!))?.health, "A's workload, read from Consul before the outage").to.equal("HEALTHY");
       expect((await endpointOn(b.addresses.http!, IPS[0]!))?.health, "B's own workload").to.equal("HEALTHY");
       expect(recorder!.statesSince(IPS[2]!, since)).to.deep.equal(["HEALTHY"]);
       expect(recorder!.statesSince(IPS[0]!, since)).to.deep.equal(["HEALTHY"]);
-
-      // What the others see meanwhile: B stopped renewing, so to Consul it is a dead replica (critical; the
-      // simulator's shortened reaper has removed it by now, a real Consul waits for its 1 m floor).
-      const bInstance = (await consulInstances(IPS[0]!)).find((i) => i.Service.Meta["vmpilot-replica"] === "replica-b");
-      if (target.kind === "simulator") expect(bInstance, "reaped while B could not renew").to.equal(undefined);
-      else expect(bInstance === undefined || checkStatus(bInstance, "replica") === "critical").to.equal(true);
 
       await relay.open();
       await eventually("B's Consul source fresh again", 20_000, async () => ((await json(b.addresses.http!, "/debug/configz")).sources as J[]).find((s) => s.name === "consul")?.stale === false || undefined);
@@ -476,7 +477,7 @@ for (const { label, make, skipped } of targets()) {
       expect((await endpointOn(b.addresses.http!, IPS[2]!))?.health).to.equal("HEALTHY");
     });
 
-    it("killing replica A (SIGKILL): B marks its workload UNHEALTHY after the TTL, and removes it after the grace period", async function () {
+    it("killing replica A (SIGKILL): B marks its workload UNHEALTHY after the TTL, and removes it deregisterAfter later (not after the grace period)", async function () {
       const w = workload(a.xds, IPS[3]!);
       w.healthy();
       await eventually("B serves it", 20_000, async () => ((await endpointOn(b.addresses.http!, IPS[3]!))?.health === "HEALTHY" ? true : undefined)).catch(async (err: Error) => {
@@ -491,9 +492,9 @@ for (const { label, make, skipped } of targets()) {
       const removed = await eventually("removed from B's EDS", removalDeadline, async () => (recorder!.health(IPS[3]!) === undefined ? true : undefined), 100);
       const unhealthyAfter = unhealthy.elapsedMs;
       const removedAfter = Date.now() - killedAt;
-      console.log(`      (killed -> UNHEALTHY on B: ${unhealthyAfter} ms (TTL ${TTL_MS} ms); -> removed: ${removedAfter} ms (grace period ${GRACE_MS} ms))`);
+      console.log(`      (killed -> UNHEALTHY on B: ${unhealthyAfter} ms (TTL ${TTL_MS} ms); -> removed: ${removedAfter} ms (deregisterAfter ${DEREGISTER_AFTER_MS} ms))`);
       expect(unhealthyAfter, "not before the last renewal's TTL ran out").to.be.at.least(TTL_MS * 0.6);
-      expect(removed.elapsedMs, "the grace period after it turned critical").to.be.at.least(GRACE_MS * 0.9);
+      expect(removed.elapsedMs, "deregisterAfter after it turned critical").to.be.at.least(DEREGISTER_AFTER_MS * 0.9);
       expect(recorder!.statesSince(IPS[3]!, since)).to.deep.equal(["HEALTHY", "UNHEALTHY", "ABSENT"]);
       expect(await consulInstances(IPS[3]!)).to.deep.equal([]);
     });
@@ -518,10 +519,11 @@ for (const { label, make, skipped } of targets()) {
 
 describe("server config: autoRegistration.consul", function () {
   const base = { configDirs: ["/x"], consul: { address: "http://127.0.0.1:8500" } };
-  it("takes register, ttl, servicePrefix and replica; leaves them out when not given; rejects what Consul could not use", function () {
+  it("takes register, ttl, deregisterAfter, servicePrefix and replica; leaves them out when not given; rejects what Consul could not use", function () {
     expect(resolveServerConfig(base, "/", {}).autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000 });
-    const full = resolveServerConfig({ ...base, autoRegistration: { consul: { register: false, ttl: "45s", servicePrefix: "vm-", replica: "cp-1" } } }, "/", {});
-    expect(full.autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000, consul: { register: false, ttlMs: 45_000, servicePrefix: "vm-", replica: "cp-1" } });
+    const full = resolveServerConfig({ ...base, autoRegistration: { consul: { register: false, ttl: "45s", deregisterAfter: "20m", servicePrefix: "vm-", replica: "cp-1" } } }, "/", {});
+    expect(full.autoRegistration).to.deep.equal({ cleanupGracePeriodMs: 10_000, consul: { register: false, ttlMs: 45_000, deregisterAfterMs: 1_200_000, servicePrefix: "vm-", replica: "cp-1" } });
+    expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { deregisterAfter: "0s" } } }, "/", {})).to.throw(/deregisterAfter: must be positive/);
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { ttl: "500ms" } } }, "/", {})).to.throw(/autoRegistration.consul.ttl: at least 1s/);
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { servicePrefix: "VM_" } } }, "/", {})).to.throw(/servicePrefix/);
     expect(() => resolveServerConfig({ ...base, autoRegistration: { consul: { tll: "5s" } } }, "/", {})).to.throw(/unknown key "tll"/);
@@ -552,14 +554,14 @@ describe("a replica's Consul publishing and read-back across a failed reload and
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
-  function serverConfig(consul: J = {}, grace = "3s"): ServerConfig {
+  function serverConfig(consul: J = {}, grace = "3s", publishing: J = {}): ServerConfig {
     const parsed = resolveServerConfig(
       {
         configDirs: [configDir],
         xdsAddr: "127.0.0.1:0",
         httpAddr: "127.0.0.1:0",
         consul: { address: sim.address, ...consul },
-        autoRegistration: { cleanupGracePeriod: grace, consul: { ttl: "1s", replica: "r1" } },
+        autoRegistration: { cleanupGracePeriod: grace, consul: { ttl: "1s", replica: "r1", ...publishing } },
       },
       dir,
       {},
@@ -594,7 +596,7 @@ describe("a replica's Consul publishing and read-back across a failed reload and
       probed: false,
       ports: { grpc: 9080 },
     };
-    sim.apply("/v1/agent/service/register", registrationOf(published, { replica: "other", servicePrefix: "vmpilot-", ttlMs: 60_000, deregisterAfterMs: 60_000 }));
+    sim.apply("/v1/agent/service/register", registrationOf(published, { replica: "other", servicePrefix: "vmpilot-", ttlMs: 60_000, gracePeriodMs: 10_000, deregisterAfterMs: 600_000 }));
   }
 
   const entryOn = (cp: ControlPlane, ip: string) => cp.current().configs.get(`WorkloadEntry/shop/ratings-${ip}`);
@@ -635,5 +637,16 @@ describe("a replica's Consul publishing and read-back across a failed reload and
     expect(sim.requestsTo("/v1/agent/service/deregister/").map((r) => r.path)).to.deep.equal([]);
     expect(sim.catalog.services.has(`${sim.nodeName}/${serviceId}`), "left to expire").to.equal(true);
     expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Status, "as it was when the replica stopped").to.equal("passing");
+  });
+
+  it("a replica that stops renewing (killed, or cut off from Consul) has its registrations removed deregisterAfter after they expire, not after the far shorter cleanup grace period", async function () {
+    const cp = await replica(serverConfig({}, "1ms", { deregisterAfter: "3s" }));
+    connect(cp, IP);
+    await until("registered and held", () => sim.agentCheckStatus(livenessCheckId(serviceId))?.Status === "passing");
+    await cp.stop(1000); // renewals end; nothing is deregistered (above)
+    const critical = await until("its TTL expired", () => sim.agentCheckStatus(livenessCheckId(serviceId))?.Status === "critical" && performance.now());
+    const removed = await until("Consul removed it", () => !sim.catalog.services.has(`${sim.nodeName}/${serviceId}`) && performance.now(), 30_000);
+    // The simulator's reaper runs every 100 ms and has no 1 m floor here (Consul's would make it max(3 s, 1 m)).
+    expect(removed - critical, "critical for deregisterAfter before removal").to.be.at.least(2700);
   });
 });

@@ -16,8 +16,9 @@
 // registrations back (ConsulSource -> setRemote). Chosen over session-bound KV keys because the catalog is where
 // Consul operators and Consul-native clients look (UI, `consul catalog`, DNS, `?passing`), and because Consul's
 // own agent then does the lifecycle the mesh needs: a TTL check that goes critical when a replica stops renewing
-// (the endpoint turns UNHEALTHY, not removed) and DeregisterCriticalServiceAfter for the removal a grace period
-// later. The price is about one TTL renewal per workload per third of the TTL (see workload-records.ts for the
+// (the endpoint turns UNHEALTHY, not removed) and DeregisterCriticalServiceAfter for the removal
+// `autoRegistration.consul.deregisterAfter` later (default 10 m; not the grace period: a replica merely cut off
+// from Consul must not have its live workloads removed by the others). The price is about one TTL renewal per workload per third of the TTL (see workload-records.ts for the
 // two checks), all to the replica's local agent.
 //
 // What a registration carries are the facts of the workload (address, its own labels, service account,
@@ -32,7 +33,8 @@
 //   So when the Envoy stream and the agent's health stream reach different replicas, the health follows the
 //   entry; and a workload that moves is not marked UNHEALTHY while its new replica waits for the first report;
 // - only gone registrations left (its replica died or lost Consul): the entry stays, UNHEALTHY, until Consul
-//   deregisters it after the grace period;
+//   deregisters it: max(autoRegistration.consul.deregisterAfter, 1 m) after the TTL expired, plus up to
+//   Consul's 30 s reaper interval (default deregisterAfter 10 m);
 // - Consul unreachable: the remote set is not touched (errors never remove anything), local entries are served.
 import { EventEmitter } from "node:events";
 import net from "node:net";
@@ -528,7 +530,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
       spec,
       origin,
     };
-    // Its replica stopped renewing: nobody vouches for it any more, and Consul removes it after the grace period.
+    // Its replica stopped renewing: nobody vouches for it any more, and Consul removes it `deregisterAfter` later.
     const health = gone ? "UNHEALTHY" : healthOf(report, probe !== undefined);
     if (health) entry.status = { health };
     return entry;

@@ -195,6 +195,8 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
   const cleanups: (() => unknown)[] = [];
   const TTL = 1000;
   const GRACE = 1200;
+  /** Consul's removal of a dead replica's registrations (`deregisterAfter`): apart from, and longer than, the grace period. */
+  const DEREGISTER_AFTER = 2500;
 
   beforeEach(async function () {
     // Consul's non-user reaper settings, shortened (30 s and 1 m in Consul).
@@ -208,7 +210,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
 
   async function publisher(src: AutoRegistrationSource, replica: string): Promise<ConsulWorkloadPublisher> {
     const p = new ConsulWorkloadPublisher(
-      { consul: { address: sim.address, requestTimeout: 2000 }, replica, servicePrefix: "vmpilot-", ttlMs: TTL, deregisterAfterMs: GRACE },
+      { consul: { address: sim.address, requestTimeout: 2000 }, replica, servicePrefix: "vmpilot-", ttlMs: TTL, gracePeriodMs: GRACE, deregisterAfterMs: DEREGISTER_AFTER },
       () => src.published(),
     );
     src.on("local", () => p.notify());
@@ -320,7 +322,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     await a.stop();
   });
 
-  it("a replica that stops renewing: the liveness check expires (critical, remote state gone), then Consul deregisters after the grace period", async function () {
+  it("a replica that stops renewing: the liveness check expires (critical, remote state gone), then Consul deregisters after deregisterAfter (not the grace period)", async function () {
     const a = await source("a");
     const p = await publisher(a, "a");
     const c = conn();
@@ -336,10 +338,10 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     const unhealthyAfter = Date.now() - stoppedAt;
     expect(sim.agentCheckStatus(livenessCheckId(serviceId))?.Output).to.match(/^TTL expired/);
     expect(cs.remoteWorkloads()[0]?.state).to.equal("gone");
-    await until("B removes it", () => entryOf(b) === undefined, 10 * TTL + 10 * GRACE);
+    await until("B removes it", () => entryOf(b) === undefined, 10 * TTL + 10 * DEREGISTER_AFTER);
     const removedAfter = Date.now() - stoppedAt;
     expect(unhealthyAfter, "not before two thirds of the TTL (the last renewal)").to.be.at.least(TTL * 0.6);
-    expect(removedAfter - unhealthyAfter, "removal waits out the grace period").to.be.at.least(GRACE * 0.9);
+    expect(removedAfter - unhealthyAfter, "removal waits out deregisterAfter").to.be.at.least(DEREGISTER_AFTER * 0.9);
     await a.stop();
     await b.stop();
   });
@@ -355,7 +357,7 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     const a = await source("a");
     const errors: (string | undefined)[] = [];
     const p = new ConsulWorkloadPublisher(
-      { consul: { address: sim.address, tokenFile }, replica: "a", servicePrefix: "vmpilot-", ttlMs: TTL, deregisterAfterMs: GRACE, onError: (m) => errors.push(m) },
+      { consul: { address: sim.address, tokenFile }, replica: "a", servicePrefix: "vmpilot-", ttlMs: TTL, gracePeriodMs: GRACE, deregisterAfterMs: DEREGISTER_AFTER, onError: (m) => errors.push(m) },
       () => a.published(),
     );
     a.on("local", () => p.notify());
@@ -451,7 +453,7 @@ describe("Consul registrations of auto-registered workloads: a Consul that accep
     const address = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
     const list = workloads(40);
     return new ConsulWorkloadPublisher(
-      { consul: { address, requestTimeout }, replica: "a", servicePrefix: "vmpilot-", ttlMs: 30_000, deregisterAfterMs: 10_000, concurrency: 8, onError: (m) => errors.push(m) },
+      { consul: { address, requestTimeout }, replica: "a", servicePrefix: "vmpilot-", ttlMs: 30_000, gracePeriodMs: 10_000, deregisterAfterMs: 600_000, concurrency: 8, onError: (m) => errors.push(m) },
       () => list,
     );
   }
@@ -493,11 +495,11 @@ describe("Consul registration records (pure)", function () {
       probed: true,
       ports: { http: 9080, grpc: 9090 },
     };
-    const reg = registrationOf(published, { replica: "r1", servicePrefix: "vm-", ttlMs: 30_000, deregisterAfterMs: 10_000 });
+    const reg = registrationOf(published, { replica: "r1", servicePrefix: "vm-", ttlMs: 30_000, gracePeriodMs: 10_000, deregisterAfterMs: 600_000 });
     expect(reg.Name, "Consul DNS-safe, namespace and group").to.equal("vm-shop--ratings-v1");
     expect(reg.Tags).to.deep.equal(["vmpilot-auto-registered", "a=1", "b=2"]);
     expect(reg.Checks.map((c) => [c.CheckID, c.TTL, c.Status, c.DeregisterCriticalServiceAfter])).to.deep.equal([
-      [`${reg.ID}:replica`, "30s", "passing", "10s"],
+      [`${reg.ID}:replica`, "30s", "passing", "600s"],
       [`${reg.ID}:health`, "300s", "warning", undefined],
     ]);
     const entry = (checks: { CheckID: string; Status: string; ServiceID?: string; Output?: string }[]): ConsulHealthEntry => ({

@@ -5,7 +5,7 @@
 //
 // It reconciles instead of replaying events: every pass compares what the source publishes with what it believes
 // Consul holds. A TTL update answered 404 (the agent lost or reaped the service: a Consul restart without its data,
-// or this replica was cut off from Consul longer than TTL + grace period) forgets the belief, and the next pass
+// or this replica was cut off from Consul longer than TTL + `deregisterAfter`) forgets the belief, and the next pass
 // registers the workload again. Failures are retried on the next renewal tick; nothing is lost meanwhile, the
 // local source keeps serving its entries. A write that gets no answer at all (refused, reset, timed out) ends
 // the pass there, and stop() aborts the writes in flight: a Consul that accepts connections but never answers
@@ -13,7 +13,7 @@
 //
 // stop() deregisters nothing, on purpose: a replica that shuts down (or is killed) leaves its registrations to
 // expire. Proxies it drained reconnect elsewhere, and that replica's connected registration describes them at
-// once; the others turn UNHEALTHY after the TTL and are removed by Consul after the grace period, exactly as if
+// once; the others turn UNHEALTHY after the TTL and are removed by Consul `deregisterAfter` later, exactly as if
 // the replica had died, which no code here could handle anyway.
 import { readFileSync } from "node:fs";
 import type { PublishedWorkload } from "../auto-registration.js";

@@ -20,7 +20,11 @@
 // - Two TTL checks, because they are two facts and Consul's aggregate of them is what Consul-native clients want:
 //   `ID:replica` "held by a live replica": passing while a stream to the replica is open, warning during the
 //   grace period, critical only when the TTL expires (the replica died or lost Consul); it carries
-//   DeregisterCriticalServiceAfter = the grace period, so Consul itself removes a dead replica's registrations.
+//   DeregisterCriticalServiceAfter = `autoRegistration.consul.deregisterAfter` (default 10 m), so Consul itself
+//   removes a dead replica's registrations: the one place where an unreachable replica's workloads eventually
+//   go. Deliberately not the cleanup grace period (seconds): a replica merely cut off from Consul for longer
+//   would have its live workloads removed by every other replica, and a Consul outage must never remove
+//   endpoints; UNHEALTHY endpoints meanwhile cost nothing (sent, not routed to).
 //   `ID:health` "workload health": passing (reported healthy, or no probe and no report), critical (reported
 //   unhealthy), warning (probed group, no report yet: nobody vouched). No deregistration on it: a workload that
 //   is unhealthy for long must stay registered (UNHEALTHY), not be reaped and re-registered in a loop. Its TTL
@@ -69,7 +73,12 @@ export interface WorkloadRegistrationOptions {
   /** Prepended to `NAMESPACE--GROUP` to make the Consul service name (ACL policies can then use one service_prefix). */
   servicePrefix: string;
   ttlMs: number;
-  /** The auto-registration cleanup grace period: DeregisterCriticalServiceAfter of the liveness check. */
+  /** The auto-registration cleanup grace period: when this replica deregisters a workload it lost (check output). */
+  gracePeriodMs: number;
+  /**
+   * DeregisterCriticalServiceAfter of the liveness check: how long after its TTL expired Consul removes a dead
+   * or cut-off replica's registration (Consul floors it at 1 m and reaps every 30 s).
+   */
   deregisterAfterMs: number;
 }
 
@@ -101,10 +110,10 @@ export function sanitizeReplicaName(name: string): string {
   return name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 128) || "replica";
 }
 
-export function livenessOf(p: PublishedWorkload, o: Pick<WorkloadRegistrationOptions, "replica" | "deregisterAfterMs">): CheckState {
+export function livenessOf(p: PublishedWorkload, o: Pick<WorkloadRegistrationOptions, "replica" | "gracePeriodMs">): CheckState {
   if (p.connected) return { status: "passing", output: `xDS stream open to vmpilot replica ${o.replica}` };
   const since = new Date(p.disconnectedAt ?? Date.now());
-  const until = new Date(since.getTime() + o.deregisterAfterMs);
+  const until = new Date(since.getTime() + o.gracePeriodMs);
   return {
     status: "warning",
     output: `no xDS stream to vmpilot replica ${o.replica} since ${since.toISOString()}; deregistered at ${until.toISOString()} unless it reconnects`,
@@ -163,7 +172,7 @@ export function registrationOf(p: PublishedWorkload, o: WorkloadRegistrationOpti
       {
         CheckID: livenessCheckId(id),
         Name: "vmpilot replica holds this workload",
-        Notes: `TTL renewed by vmpilot replica ${o.replica} while it holds the workload; Consul deregisters the instance when it stays critical`,
+        Notes: `TTL renewed by vmpilot replica ${o.replica} while it holds the workload; Consul deregisters the instance when it stays critical (the replica died or lost Consul)`,
         TTL: ttl,
         Status: live.status,
         DeregisterCriticalServiceAfter: consulDuration(o.deregisterAfterMs),

@@ -7,7 +7,7 @@
 //
 // With Consul configured (DESIGN.md "Scale-out"), this is also where the two Consul halves meet the source:
 // the ConsulWorkloadPublisher registers this replica's workloads (agent services with TTL checks, renewed
-// here, deregistered by Consul after the grace period once nobody renews them), and the ConsulSource's
+// here, deregistered by Consul `deregisterAfter` after nobody renews them), and the ConsulSource's
 // read-back of every replica's registrations feeds `setRemote`, so every replica serves every workload.
 // The read-back is applied only once that ConsulSource has synced: a fresh one (startup, a SIGHUP that
 // replaced the sources) has seen only part of the catalog, and handing that on would drop the other entries.
@@ -42,6 +42,11 @@ export interface ConsulPublishing {
   /** TTL of the registrations' checks; renewed every third of it. Default 30 s. */
   ttlMs?: number;
   /**
+   * DeregisterCriticalServiceAfter of the liveness check: when Consul removes the registrations of a replica
+   * that stopped renewing (died, or cut off from Consul). Default 10 m; Consul floors it at 1 m.
+   */
+  deregisterAfterMs?: number;
+  /**
    * Consul service name = prefix + namespace + `--` + group name. Default `vmpilot-`. The ConsulSource must read
    * back with the same prefix (its `workloadServicePrefix`); the ACL policy on it is the trust boundary.
    */
@@ -59,6 +64,11 @@ export interface ConsulPlan {
 }
 
 export const DEFAULT_CONSUL_TTL_MS = 30_000;
+/**
+ * Default `autoRegistration.consul.deregisterAfter`. Long on purpose: a replica cut off from Consul looks dead
+ * to the others, and its workloads are live; they stay UNHEALTHY (harmless) this long before they are removed.
+ */
+export const DEFAULT_CONSUL_DEREGISTER_AFTER_MS = 10 * 60_000;
 /** Consul floors DeregisterCriticalServiceAfter at this (check_deregister_interval_min). */
 const CONSUL_DEREGISTER_MIN_MS = 60_000;
 
@@ -151,7 +161,7 @@ export class AutoRegistrar {
     if (options.deregisterAfterMs < CONSUL_DEREGISTER_MIN_MS) {
       // Consul's check_deregister_interval_min (not user-configurable): say it where operators will look.
       this.log.info(
-        `a dead replica's workloads are removed by Consul no sooner than 1m after their TTL expired (Consul's floor for DeregisterCriticalServiceAfter), not after the ${options.deregisterAfterMs} ms grace period; they are UNHEALTHY meanwhile`,
+        `a dead replica's workloads are removed by Consul no sooner than 1m after their TTL expired (Consul's floor for DeregisterCriticalServiceAfter), not after the configured ${options.deregisterAfterMs} ms; they are UNHEALTHY meanwhile`,
       );
     }
   }
@@ -186,7 +196,8 @@ export class AutoRegistrar {
       incarnation: this.incarnation,
       servicePrefix: p.servicePrefix ?? DEFAULT_WORKLOAD_SERVICE_PREFIX,
       ttlMs: p.ttlMs ?? DEFAULT_CONSUL_TTL_MS,
-      deregisterAfterMs: gracePeriodMs,
+      gracePeriodMs,
+      deregisterAfterMs: p.deregisterAfterMs ?? DEFAULT_CONSUL_DEREGISTER_AFTER_MS,
     };
   }
 

@@ -53,8 +53,13 @@ export interface AutoRegistrationConsulConfig {
   register?: boolean;
   /** TTL of the registrations' checks, renewed every third of it. Default 30 s. */
   ttlMs?: number;
-  /** Prepended to the WorkloadGroup name to make the Consul service name (one ACL service_prefix rule). */
+  /** Prepended to `NAMESPACE--GROUP` to make the Consul service name (default `vmpilot-`; its ACL policy is the trust boundary). */
   servicePrefix?: string;
+  /**
+   * How long after its TTL expired Consul removes a dead or cut-off replica's registration
+   * (DeregisterCriticalServiceAfter; Consul floors it at 1 m and reaps every 30 s). Default 10 m.
+   */
+  deregisterAfterMs?: number;
   /** This replica's name in Consul (default: host name plus a random suffix). Must differ between replicas. */
   replica?: string;
 }
@@ -186,7 +191,7 @@ function parseAutoRegistration(v: unknown, where: string): ServerConfig["autoReg
   if (c !== undefined && c !== null) {
     const w = `${where}.consul`;
     if (!isObj(c)) throw new ServerConfigError(`${w}: expected a mapping`);
-    checkKeys(c, ["register", "ttl", "servicePrefix", "replica"], w);
+    checkKeys(c, ["register", "ttl", "deregisterAfter", "servicePrefix", "replica"], w);
     const consul: AutoRegistrationConsulConfig = {};
     const register = bool(c, "register", w);
     if (register !== undefined) consul.register = register;
@@ -195,6 +200,11 @@ function parseAutoRegistration(v: unknown, where: string): ServerConfig["autoReg
       // Consul's TTL timer is in its own units; under a second renewals would race their own expiry.
       if (ttl < 1000) throw new ServerConfigError(`${w}.ttl: at least 1s`);
       consul.ttlMs = ttl;
+    }
+    const deregisterAfter = duration(c, "deregisterAfter", w);
+    if (deregisterAfter !== undefined) {
+      if (deregisterAfter <= 0) throw new ServerConfigError(`${w}.deregisterAfter: must be positive`);
+      consul.deregisterAfterMs = deregisterAfter;
     }
     const prefix = c.servicePrefix;
     if (prefix !== undefined && prefix !== null) {
