@@ -482,7 +482,7 @@ describe("Consul registrations of auto-registered workloads: a Consul that accep
 });
 
 describe("Consul registration records (pure)", function () {
-  it("round-trips a workload through a health entry: liveness, health, node failure", function () {
+  it("round-trips a workload through a health entry: liveness, health, node failure (serfHealth, maintenance; no other node check)", function () {
     const published = {
       key: "shop/ratings-10.0.0.7",
       namespace: "shop",
@@ -522,6 +522,10 @@ describe("Consul registration records (pure)", function () {
     expect(lingering.health).to.deep.equal({ healthy: false, message: "refused" });
     const nodeDown = remoteWorkloadOf(entry([{ CheckID: "serfHealth", Status: "critical", ServiceID: "" }, { CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }])) as RemoteWorkload;
     expect(nodeDown.state).to.equal("gone");
+    const maintenance = remoteWorkloadOf(entry([{ CheckID: "_node_maintenance", Status: "critical", ServiceID: "" }, { CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }])) as RemoteWorkload;
+    expect(maintenance.state, "node in maintenance").to.equal("gone");
+    const otherNodeCheck = remoteWorkloadOf(entry([{ CheckID: "disk-space", Status: "critical", ServiceID: "" }, { CheckID: `${reg.ID}:replica`, Status: "passing", ServiceID: reg.ID }])) as RemoteWorkload;
+    expect(otherNodeCheck.state, "any other failing node check says nothing about the replica").to.equal("connected");
     const other = remoteWorkloadOf({ ...entry([]), Service: { ...entry([]).Service, Meta: { ...reg.Meta, "vmpilot-auto-registered": "9" } } });
     expect(other).to.be.a("string").and.match(/format "9"/);
   });

@@ -56,6 +56,9 @@ export const META = {
 
 const META_VALUE_MAX = 512;
 
+/** Node checks whose failure means the node's agent (and every registration on it) is gone or out of service. */
+const NODE_GONE_CHECKS: ReadonlySet<string> = new Set(["serfHealth", "_node_maintenance"]);
+
 /** The health check's TTL, as a multiple of the liveness check's (see the header). */
 export const HEALTH_TTL_FACTOR = 10;
 
@@ -223,8 +226,9 @@ export function remoteWorkloadOf(e: ConsulHealthEntry, servicePrefix: string): R
   const checks = e.Checks ?? [];
   const live = checks.find((c) => c.CheckID === livenessCheckId(s.ID));
   const health = checks.find((c) => c.CheckID === healthCheckId(s.ID));
-  // A node check failing (serfHealth: the agent holding the registration is gone) means nobody renews it either.
-  const nodeDown = checks.some((c) => !c.ServiceID && c.Status === "critical");
+  // The agent holding the registration is gone (serfHealth) or its node is in maintenance: nobody renews it
+  // either. Other node checks (disk space, an operator's script) say nothing about the replica's liveness.
+  const nodeDown = checks.some((c) => !c.ServiceID && NODE_GONE_CHECKS.has(c.CheckID) && c.Status === "critical");
   const state: RemoteWorkload["state"] = !live || nodeDown || live.Status === "critical" ? "gone" : live.Status === "warning" ? "lingering" : "connected";
   const labels: Record<string, string> = {};
   for (const t of s.Tags ?? []) {
