@@ -704,6 +704,9 @@ export class ConsulSimulator {
     if (m) {
       const id = decodeURIComponent(m[2]!);
       if (!c.checks.has(`${node}/${id}`)) throw new HttpError(404, `Unknown check ID "${id}". Ensure that the check ID is passed, not the check name.`);
+      // Consul's agent.updateTTLCheck: only a TTL check of this agent takes a status from outside (a script,
+      // HTTP or catalog-registered check is the agent's or the catalog's business): a plain error, so 500.
+      if (this.agentChecks.get(id)?.ttlMs === undefined) throw new HttpError(500, `CheckID "${id}" does not have associated TTL`);
       const status: CheckStatus =
         m[1] === "pass" ? "passing" : m[1] === "warn" ? "warning" : m[1] === "fail" ? "critical" : (body.Status as CheckStatus);
       if (!["passing", "warning", "critical"].includes(status)) throw new HttpError(400, `Invalid check status: "${status}"`);

@@ -346,6 +346,43 @@ describe("Consul registrations of auto-registered workloads (Consul HTTP API sim
     await b.stop();
   });
 
+  it("an agent that loses the registration again right after each re-registration gets one re-registration per renewal tick, not a tight loop", async function () {
+    const a = await source("a");
+    await publisher(a, "a");
+    // Every registration vanishes as soon as it is made (an agent behind a load balancer that is not the one
+    // the TTL updates reach behaves the same): each TTL update is answered 404.
+    const registered: number[] = [];
+    const forget = () => {
+      if (!sim.catalog.services.has(`${sim.nodeName}/${serviceId}`)) return;
+      registered.push(performance.now());
+      setImmediate(() => sim.catalog.services.has(`${sim.nodeName}/${serviceId}`) && sim.apply(`/v1/agent/service/deregister/${serviceId}`, {}));
+    };
+    sim.catalog.events.on("change", forget);
+    cleanups.push(() => sim.catalog.events.off("change", forget));
+    a.connect(conn());
+    await until("registered four times", () => registered.length >= 4, 20 * TTL);
+    // Once at once, then once per renewal tick (TTL/3): the 3rd and 4th are at least a tick apart.
+    expect(registered[3]! - registered[2]!, "ms between re-registrations").to.be.at.least((TTL / 3) * 0.8);
+    await a.stop();
+  });
+
+  it("treats the 500 \"does not have associated TTL\" (older agents, or a check that lost its TTL) like a 404: registers again, restoring the TTL checks", async function () {
+    const a = await source("a");
+    const p = await publisher(a, "a");
+    a.connect(conn());
+    await until("registered", () => sim.agentCheckStatus(livenessCheckId(serviceId))?.Status === "passing");
+    // Someone re-registered the service with checks that have no TTL: Consul refuses TTL updates on them.
+    const reg = registrationOf(a.published()[0]!, { ...p.options });
+    sim.apply("/v1/agent/service/register", { ...reg, Checks: reg.Checks.map(({ TTL: _ttl, DeregisterCriticalServiceAfter: _d, ...c }) => c) });
+    const res = await fetch(`${sim.address}/v1/agent/check/pass/${encodeURIComponent(livenessCheckId(serviceId))}`, { method: "PUT" });
+    expect([res.status, await res.text()]).to.deep.equal([500, `CheckID "${livenessCheckId(serviceId)}" does not have associated TTL`]);
+    const since = performance.now();
+    await until("registered again by the publisher", () => sim.requestsTo("/v1/agent/service/register", since).length > 0, 10 * TTL);
+    await until("TTL updates accepted again", () => sim.requestsTo("/v1/agent/check/pass/", since).some((r) => r.at > sim.requestsTo("/v1/agent/service/register", since)[0]!.at));
+    expect(p.lastError).to.equal(undefined);
+    await a.stop();
+  });
+
   it("writes with the ACL token from the token file; a refused token is reported, and fixing the file recovers", async function () {
     await sim.close();
     sim = await ConsulSimulator.start({ aclToken: "s3cret", checkReapIntervalMs: 100, checkDeregisterIntervalMinMs: 0 });

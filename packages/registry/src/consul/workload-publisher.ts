@@ -4,9 +4,10 @@
 // deregisters it when the local source drops it (grace period over, group gone).
 //
 // It reconciles instead of replaying events: every pass compares what the source publishes with what it believes
-// Consul holds. A TTL update answered 404 (the agent lost or reaped the service: a Consul restart without its data,
-// or this replica was cut off from Consul longer than TTL + `deregisterAfter`) forgets the belief, and the next pass
-// registers the workload again. Failures are retried on the next renewal tick; nothing is lost meanwhile, the
+// Consul holds. A TTL update answered 404, or older agents' 500 "does not have associated TTL" (the agent lost or
+// reaped the service: a Consul restart without its data, or this replica was cut off from Consul longer than
+// TTL + `deregisterAfter`) forgets the belief, and the next pass registers the workload again; lost again
+// before a TTL update succeeded, it is registered again on the next renewal tick, not in a loop. Failures are retried on the next renewal tick; nothing is lost meanwhile, the
 // local source keeps serving its entries. A write that gets no answer at all (refused, reset, timed out) ends
 // the pass there, and stop() aborts the writes in flight: a Consul that accepts connections but never answers
 // costs one request timeout per tick, and never holds a shutdown.
@@ -62,6 +63,10 @@ export class ConsulWorkloadPublisher {
   private readonly http: ConsulHttp;
   private readonly log: ConsulLogger;
   private readonly held = new Map<string, Held>();
+  /** Workloads whose registration the agent lost, not confirmed by a TTL update since. */
+  private readonly lostOnce = new Set<string>();
+  /** ... and lost again: registered again on the next renewal tick only. */
+  private readonly lostTwice = new Set<string>();
   private readonly tokenFile: string | undefined;
   private token: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -175,7 +180,7 @@ export class ConsulWorkloadPublisher {
         await fn();
       } catch (err) {
         if (signal.aborted) return;
-        if (consulStatusCode(err) === 404 && on404) return on404();
+        if (on404 && goneFromAgent(err)) return on404();
         if (!(err instanceof ConsulHttpError)) unreachable = true;
         errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -186,21 +191,35 @@ export class ConsulWorkloadPublisher {
       const fp = registrationFingerprint(reg);
       const h = this.held.get(key);
       if (!h || h.fingerprint !== fp) {
+        // Lost again right after registering: wait for the renewal tick rather than loop (see `lostTwice`).
+        if (!h && this.lostTwice.has(key) && !renew) continue;
+        this.lostTwice.delete(key);
         ops.push(() => attempt(`register ${reg.ID}`, () => this.register(key, reg, fp, signal)));
         continue;
       }
       const live = livenessOf(p, o);
       const health = healthCheckOf(p);
       const lost = () => {
-        // The agent no longer has it: register it again on the next pass.
-        if (this.held.get(key) === h) this.held.delete(key);
+        // The agent no longer has it: register it again, at once the first time; when it is lost again before
+        // a TTL update succeeded (an agent that keeps forgetting it, a load balancer spreading the writes over
+        // several agents), on the next renewal tick, not in a tight loop.
+        if (this.held.get(key) !== h) return;
+        this.held.delete(key);
+        if (this.lostOnce.has(key)) {
+          this.lostTwice.add(key);
+          this.log.warn(`consul: registration ${h.id} is gone from the agent again; registering it again on the next renewal tick`);
+          return;
+        }
+        this.lostOnce.add(key);
         this.log.info(`consul: registration ${h.id} is gone from the agent; registering it again`);
         this.again = true;
       };
+      const updated = () => this.lostOnce.delete(key);
       if (renew || !sameCheck(h.live, live)) {
         ops.push(() => attempt(`update ${livenessCheckId(h.id)}`, async () => {
           await this.http.updateTtlCheck(livenessCheckId(h.id), live.status, live.output, signal);
           h.live = live;
+          updated();
         }, lost));
       }
       if (renew) h.healthAge++;
@@ -209,8 +228,14 @@ export class ConsulWorkloadPublisher {
           await this.http.updateTtlCheck(healthCheckId(h.id), health.status, health.output, signal);
           h.health = health;
           h.healthAge = 0;
+          updated();
         }, lost));
       }
+    }
+    for (const key of [...this.lostOnce, ...this.lostTwice]) {
+      if (desired.has(key)) continue;
+      this.lostOnce.delete(key);
+      this.lostTwice.delete(key);
     }
     for (const [key, h] of this.held) {
       if (desired.has(key)) continue;
@@ -273,6 +298,16 @@ export class ConsulWorkloadPublisher {
       return false;
     }
   }
+}
+
+/**
+ * The agent does not hold the check (any more): 404 "Unknown check ID" (Consul 1.11 and later), or the 500
+ * "CheckID ... does not have associated TTL" older agents answer for an unknown check (and every version for a
+ * check that exists without a TTL, which a registration of ours then needs to restore).
+ */
+function goneFromAgent(err: unknown): boolean {
+  if (consulStatusCode(err) === 404) return true;
+  return err instanceof ConsulHttpError && err.status === 500 && /does not have associated TTL/.test(err.body);
 }
 
 function sameCheck(a: CheckState, b: CheckState): boolean {
