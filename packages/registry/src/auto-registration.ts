@@ -36,6 +36,8 @@
 //   deregisters it: max(autoRegistration.consul.deregisterAfter, 1 m) after the TTL expired, plus up to
 //   Consul's 30 s reaper interval (default deregisterAfter 10 m);
 // - Consul unreachable: the remote set is not touched (errors never remove anything), local entries are served.
+// - a registration that vanishes while its replica held a stream (the Consul agent lost its state) is kept as
+//   gone for about one TTL (`vanishedHoldMs`), the time its replica needs to register it again (setRemote).
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { WorkloadEntrySpec } from "./api.js";
@@ -83,8 +85,13 @@ export interface AutoRegistrationOptions {
   replica?: string;
   /** This process's incarnation (random per start): registrations with our name and incarnation are our own. */
   incarnation?: string;
+  /** How long a registration that vanished while its replica held a stream is kept, UNHEALTHY (see setRemote). */
+  vanishedHoldMs?: number;
   logger?: Logger;
 }
+
+/** Default of `vanishedHoldMs`: the default Consul TTL, within which the owner notices and registers again. */
+export const DEFAULT_VANISHED_HOLD_MS = 30_000;
 
 /**
  * One registration of a workload by another replica, read back from Consul. The facts are what the replica's
@@ -196,6 +203,12 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
   private remoteCount = 0;
   private startGate: (() => Promise<void>) | undefined;
   private publishError: string | undefined;
+  private vanishedHoldMs: number;
+  /** The registrations of the last setRemote. */
+  private lastRemote: readonly RemoteWorkload[] = [];
+  /** Registration -> a vanished registration kept (as gone) until `until` (see setRemote). */
+  private readonly vanished = new Map<string, { record: RemoteWorkload; until: number }>();
+  private vanishedTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: AutoRegistrationOptions = {}) {
     super();
@@ -203,6 +216,7 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     this.gracePeriodMs = opts.cleanupGracePeriodMs ?? DEFAULT_CLEANUP_GRACE_PERIOD_MS;
     this.replica = opts.replica;
     this.incarnation = opts.incarnation;
+    this.vanishedHoldMs = opts.vanishedHoldMs ?? DEFAULT_VANISHED_HOLD_MS;
   }
 
   /**
@@ -234,7 +248,16 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
     this.slots.clear();
     this.streams.clear();
     this.remoteCount = 0;
+    this.lastRemote = [];
+    this.vanished.clear();
+    if (this.vanishedTimer) clearTimeout(this.vanishedTimer);
+    this.vanishedTimer = undefined;
     this.state = undefined;
+  }
+
+  /** How long a vanished registration is kept (the Consul TTL the replicas use); 0 drops them at once. */
+  setVanishedHold(ms: number): void {
+    this.vanishedHoldMs = ms;
   }
 
   setGracePeriod(ms: number): void {
@@ -347,6 +370,52 @@ export class AutoRegistrationSource extends EventEmitter<{ change: []; local: []
    * replica name (another incarnation) counts like any other replica's and is left to expire.
    */
   setRemote(records: readonly RemoteWorkload[]): void {
+    // A registration whose replica holds a stream does not go away on its own: its replica deregisters it
+    // only after the grace period (lingering first), Consul only after its TTL expired (gone first). One that
+    // vanishes while connected was lost by the Consul agent (restarted without its data, say), which its
+    // replica repairs within about a TTL (its next TTL update is answered 404 and it registers again). Until
+    // then it is kept as gone (UNHEALTHY: sent, not routed to) rather than every replica dropping the entry.
+    const present = new Set(records.map((r) => r.registration));
+    const until = Date.now() + this.vanishedHoldMs;
+    const held: RemoteWorkload[] = [];
+    for (const r of this.lastRemote) {
+      if (this.vanishedHoldMs > 0 && r.state === "connected" && !this.isOwn(r) && !present.has(r.registration) && !this.vanished.has(r.registration)) {
+        this.vanished.set(r.registration, { record: { ...r, state: "gone" }, until });
+        held.push(r);
+      }
+    }
+    if (held.length > 0) {
+      const first = held[0]!;
+      this.log.warn(
+        `${held.length} registration(s) vanished from Consul while their replicas held the workloads (first: ${first.registration}, ${first.namespace}/${first.name}); kept UNHEALTHY for ${this.vanishedHoldMs} ms for their replicas to register them again`,
+      );
+    }
+    for (const k of present) this.vanished.delete(k);
+    this.lastRemote = records;
+    this.applyRemote();
+  }
+
+  /** Consul is no longer configured: every other replica's registration is forgotten at once. */
+  clearRemote(): void {
+    this.vanished.clear();
+    this.lastRemote = [];
+    this.applyRemote();
+  }
+
+  private applyRemote(): void {
+    const now = Date.now();
+    let next = Infinity;
+    for (const [k, v] of this.vanished) {
+      if (v.until <= now) this.vanished.delete(k);
+      else next = Math.min(next, v.until);
+    }
+    if (this.vanishedTimer) clearTimeout(this.vanishedTimer);
+    this.vanishedTimer = undefined;
+    if (next !== Infinity) {
+      this.vanishedTimer = setTimeout(() => this.applyRemote(), next - now);
+      this.vanishedTimer.unref();
+    }
+    const records = this.vanished.size === 0 ? this.lastRemote : [...this.lastRemote, ...[...this.vanished.values()].map((v) => v.record)];
     const byKey = new Map<string, RemoteWorkload[]>();
     let count = 0;
     for (const r of records) {

@@ -120,6 +120,8 @@ describe("auto-registration source: local workloads merged with other replicas' 
     expect(entryOf(a)?.status?.health, "a predecessor's registration, expiring").to.equal("UNHEALTHY");
     a.setRemote([remote()]);
     expect(entryOf(a)).to.not.equal(undefined);
+    // Its replica lost the stream, then deregistered it at the end of its grace period.
+    a.setRemote([remote({ state: "lingering" })]);
     a.setRemote([]);
     expect(entryOf(a)).to.equal(undefined);
     expect(a.current().objects).to.deep.equal([]);
@@ -168,8 +170,29 @@ describe("auto-registration source: local workloads merged with other replicas' 
     expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
     a.setRemote([remote({ state: "gone" }), remote({ replica: "c", registration: "node-c/x", state: "connected", healthIndex: 30 })]);
     expect(entryOf(a)?.status?.health).to.equal("HEALTHY");
+    // Consul reaps the dead replica's registration; the workload leaves c (grace period, then deregistered).
+    a.setRemote([remote({ replica: "c", registration: "node-c/x", state: "lingering", healthIndex: 30 })]);
     a.setRemote([]);
     expect(entryOf(a)).to.equal(undefined);
+    await a.stop();
+  });
+
+  it("keeps a registration that vanished while its replica held a stream (the Consul agent lost its state) UNHEALTHY for about one TTL, then removes it; back in time, it is as before", async function () {
+    const a = new AutoRegistrationSource({ cleanupGracePeriodMs: 200, replica: "a", vanishedHoldMs: 400 });
+    await a.start();
+    a.setGroups(configs());
+    a.setRemote([remote()]);
+    expect(entryOf(a)?.status?.health).to.equal("HEALTHY");
+    a.setRemote([]);
+    expect(entryOf(a)?.status?.health, "held, nobody vouches for it").to.equal("UNHEALTHY");
+    // Its replica registers it again (its TTL update was answered 404).
+    a.setRemote([remote({ healthIndex: 11 })]);
+    expect(entryOf(a)?.status?.health).to.equal("HEALTHY");
+    const vanishedAt = Date.now();
+    a.setRemote([]);
+    expect(entryOf(a)?.status?.health).to.equal("UNHEALTHY");
+    await until("removed once the hold is over", () => entryOf(a) === undefined, 10_000);
+    expect(Date.now() - vanishedAt, "not before the hold").to.be.at.least(350);
     await a.stop();
   });
 

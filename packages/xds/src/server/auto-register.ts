@@ -57,6 +57,8 @@ export interface ConsulPublishing {
 export interface ConsulPlan {
   readonly source: ConsulSource | undefined;
   readonly gracePeriodMs: number;
+  /** The registrations' TTL (every replica's, as they share the config). */
+  readonly ttlMs: number;
   /** The publisher settings (undefined: no publishing); equal to the running one's: it stays. */
   readonly key: string | undefined;
   /** Built for new settings, not started yet. */
@@ -120,12 +122,14 @@ export class AutoRegistrar {
       );
       publisher = p;
     }
-    return { source, gracePeriodMs, key, publisher };
+    return { source, gracePeriodMs, ttlMs: publishing?.ttlMs ?? DEFAULT_CONSUL_TTL_MS, key, publisher };
   }
 
   /** Applies a prepared change in one step (nothing here throws): grace period, read-back source, publisher. */
   commit(plan: ConsulPlan): void {
     this.source.setGracePeriod(plan.gracePeriodMs);
+    // A registration that vanishes from Consul while held is kept for about one TTL (its owner's repair time).
+    this.source.setVanishedHold(plan.ttlMs);
     const source = plan.source;
     if (this.consulSource !== source) {
       this.consulSource?.off("workloads", this.onConsul);
@@ -134,7 +138,7 @@ export class AutoRegistrar {
       source?.on("workloads", this.onConsul);
       source?.on("change", this.onConsul);
       // No Consul any more: other replicas' workloads cannot be known.
-      if (!source) this.source.setRemote([]);
+      if (!source) this.source.clearRemote();
       // A registry starting with this source holds its first snapshot until the read-back is in.
       this.source.setStartGate(
         source
