@@ -11,7 +11,15 @@ import path from "node:path";
 import { AutoRegistrationSource, type PublishedWorkload, type RemoteWorkload, type WorkloadConnection, type WorkloadEntryConfig } from "../src/auto-registration.js";
 import { ConsulSource } from "../src/consul/source.js";
 import { ConsulWorkloadPublisher } from "../src/consul/workload-publisher.js";
-import { healthCheckId, livenessCheckId, registrationOf, remoteWorkloadOf as recordOf, serviceIdOf } from "../src/consul/workload-records.js";
+import {
+  consulServiceName,
+  healthCheckId,
+  livenessCheckId,
+  publishableNamespace,
+  registrationOf,
+  remoteWorkloadOf as recordOf,
+  serviceIdOf,
+} from "../src/consul/workload-records.js";
 import type { ConsulHealthEntry } from "../src/consul/convert.js";
 import { setLogLevel } from "../src/logger.js";
 import { type AnyConfig, configKey } from "../src/model.js";
@@ -542,6 +550,14 @@ describe("Consul registrations of auto-registered workloads: a Consul that accep
 });
 
 describe("Consul registration records (pure)", function () {
+  it("names registrations PREFIX + NAMESPACE--GROUP, unambiguous as to the namespace for every namespace it publishes", function () {
+    expect(consulServiceName("vmpilot-", "shop", "ratings.v1")).to.equal("vmpilot-shop--ratings-v1");
+    expect(consulServiceName("vmpilot-", "a-b", "c")).to.not.equal(consulServiceName("vmpilot-", "a", "b-c"));
+    expect(["shop", "a-b", "x1"].map(publishableNamespace)).to.deep.equal([true, true, true]);
+    // `--` in the namespace would make `vmpilot-a--b--c` readable as namespace a or a--b: not published.
+    expect(["a--b", "Shop", "-a", "a.b", ""].map(publishableNamespace)).to.deep.equal([false, false, false, false, false]);
+  });
+
   it("round-trips a workload through a health entry: liveness, health, node failure (serfHealth, maintenance; no other node check)", function () {
     const published = {
       key: "shop/ratings-10.0.0.7",

@@ -166,10 +166,11 @@ export class ConsulWorkloadPublisher {
     const ops: (() => Promise<void>)[] = [];
     const errors: string[] = [];
     const desired = new Map<string, PublishedWorkload>();
+    const refused: string[] = [];
     for (const p of this.workloads()) {
       // Its service name could be mistaken for another namespace's (workload-records.ts): served here only.
       if (publishableNamespace(p.namespace)) desired.set(p.key, p);
-      else errors.push(`${p.key}: namespace "${p.namespace}" is not a DNS label without "--"; not registered in Consul (served by this replica only)`);
+      else refused.push(`${p.key}: namespace "${p.namespace}" is not a DNS label without "--"`);
     }
     const signal = this.abort.signal;
     // A write that got no HTTP answer (refused, reset, timed out) ends the pass: the rest would only wait out
@@ -256,9 +257,11 @@ export class ConsulWorkloadPublisher {
     const skipped = await runLimited(ops, this.options.concurrency ?? 8, () => this.running && !unreachable);
     this.passes++;
     if (!this.running) return false; // stopped: nothing to report
-    if (errors.length > 0) {
+    if (errors.length > 0 || refused.length > 0) {
       const rest = skipped > 0 ? `; ${skipped} more write(s) left for the next renewal tick (Consul did not answer)` : "";
-      const message = `${errors.length} Consul write(s) failed, first: ${errors[0]}${rest}`;
+      const failed = errors.length > 0 ? `${errors.length} Consul write(s) failed, first: ${errors[0]}${rest}` : undefined;
+      const notPublished = refused.length > 0 ? `${refused.length} workload(s) not registered in Consul (served by this replica only), first: ${refused[0]}` : undefined;
+      const message = [failed, notPublished].filter((m) => m !== undefined).join("; ");
       if (this.failure === undefined) this.log.warn(`consul: ${message}; retrying every renewal period, entries keep being served`);
       this.setFailure(message);
     } else if (this.failure !== undefined) {

@@ -96,10 +96,9 @@ export class ControlPlane {
     this.cache = opts.createCache();
     const ar = opts.config.autoRegistration;
     this.autoRegistration = new AutoRegistrar({ cleanupGracePeriodMs: ar.cleanupGracePeriodMs, ...(ar.consul?.replica ? { replica: ar.consul.replica } : {}) });
-    const built = this.buildRegistry(opts.config);
-    this.registry = built.registry;
-    this.consulSource = built.consulSource;
-    this.autoRegistration.useConsul(built.consulSource, this.publishingOf(opts.config, built.consulSource));
+    this.consulSource = this.buildConsulSource(opts.config);
+    this.autoRegistration.useConsul(this.consulSource, this.publishingOf(opts.config, this.consulSource));
+    this.registry = this.buildRegistry(opts.config, this.consulSource);
     this.metrics = new ControlPlaneMetrics({ streams: () => this.ads.connections, snapshot: () => this.registry.current(), configDirs: () => this.config.configDirs });
     const onHealth = opts.onHealthReport;
     const metrics = this.metrics.observer();
@@ -224,16 +223,17 @@ export class ControlPlane {
       JSON.stringify([prev.configDirs, prev.consul, prev.autoRegistration.consul?.servicePrefix]) !==
       JSON.stringify([next.configDirs, next.consul, next.autoRegistration.consul?.servicePrefix]);
 
-    // 1. Build, touching nothing that runs.
-    const built = sourcesChanged ? this.buildRegistry(config) : undefined;
-    const consulSource = built ? built.consulSource : this.consulSource;
+    // 1. Build, touching nothing that runs (an unstarted ConsulSource holds nothing; a Registry is only
+    // constructed once nothing before it can throw, as it listens to the shared auto-registration source).
+    const consulSource = sourcesChanged ? this.buildConsulSource(config) : this.consulSource;
     const plan = this.autoRegistration.prepare(consulSource, this.publishingOf(config, consulSource), config.autoRegistration.cleanupGracePeriodMs);
-    if (built) {
+    const registry = sourcesChanged ? this.buildRegistry(config, consulSource) : undefined;
+    if (registry) {
       try {
-        await built.registry.start();
+        await registry.start();
       } catch (err) {
         this.autoRegistration.discard(plan);
-        await built.registry.stop();
+        await registry.stop();
         throw err;
       }
     }
@@ -245,14 +245,14 @@ export class ControlPlane {
     }
     this.config = config;
     this.autoRegistration.commit(plan);
-    if (built) {
+    if (registry) {
       const old = this.registry;
       old.off("snapshot", this.onSnapshot);
-      built.registry.on("snapshot", this.onSnapshot);
-      this.registry = built.registry;
-      this.consulSource = built.consulSource;
+      registry.on("snapshot", this.onSnapshot);
+      this.registry = registry;
+      this.consulSource = consulSource;
       // Its first snapshot is complete (`full`), which the cache regenerates from scratch.
-      this.snapshotPublished(built.registry.current());
+      this.snapshotPublished(registry.current());
       await old.stop();
       this.log.info("config reloaded: new sources", { configDirs: next.configDirs, consul: next.consul?.address ?? null });
     } else if (JSON.stringify(prev.mesh) !== JSON.stringify(next.mesh)) {
@@ -293,19 +293,21 @@ export class ControlPlane {
     return this.stopping;
   }
 
-  /** A registry for `cfg` (not started) and its ConsulSource; nothing running is touched. */
-  private buildRegistry(cfg: ServerConfig): { registry: Registry; consulSource: ConsulSource | undefined } {
+  /** The ConsulSource for `cfg` (not started), if Consul is configured. */
+  private buildConsulSource(cfg: ServerConfig): ConsulSource | undefined {
+    if (!cfg.consul) return undefined;
+    const { waitForSync: _serverSide, ...consul } = cfg.consul;
+    const ar = cfg.autoRegistration.consul;
+    const prefix = ar?.servicePrefix !== undefined ? { workloadServicePrefix: ar.servicePrefix } : {};
+    return new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul, ...prefix }, createLogger("consul-source"));
+  }
+
+  /** A registry (not started) of the auto-registration source, `cfg`'s config dirs and `consulSource`. */
+  private buildRegistry(cfg: ServerConfig, consulSource: ConsulSource | undefined): Registry {
     const sources: RegistrySource[] = [...(this.opts.sources ?? []), this.autoRegistration.source];
     if (cfg.configDirs.length > 0) sources.push(new FileSource({ dirs: cfg.configDirs }));
-    let consulSource: ConsulSource | undefined;
-    const ar = cfg.autoRegistration.consul;
-    if (cfg.consul) {
-      const { waitForSync: _serverSide, ...consul } = cfg.consul;
-      const prefix = ar?.servicePrefix !== undefined ? { workloadServicePrefix: ar.servicePrefix } : {};
-      consulSource = new ConsulSource({ trustDomain: cfg.mesh.trustDomain, domain: cfg.mesh.consulDomain, ...consul, ...prefix }, createLogger("consul-source"));
-      sources.push(consulSource);
-    }
-    return { registry: new Registry({ sources, mesh: cfg.mesh }), consulSource };
+    if (consulSource) sources.push(consulSource);
+    return new Registry({ sources, mesh: cfg.mesh });
   }
 
   /** How auto-registered workloads go through `consulSource`'s Consul (DESIGN.md "Scale-out"). */
