@@ -97,12 +97,8 @@ export const DEFAULT_VANISHED_HOLD_MS = 30_000;
  * One registration of a workload by another replica, read back from Consul. The facts are what the replica's
  * stream said; `state` is the liveness check (connected: passing, lingering: warning, gone: critical).
  */
-export interface RemoteWorkload {
-  /** Replica that registered it, and that process's incarnation. */
-  replica: string;
-  incarnation?: string;
-  /** `NODE/SERVICE_ID` in Consul: one per replica and workload. */
-  registration: string;
+/** What a replica knows of one auto-registered workload, and publishes about it through Consul. */
+export interface WorkloadFacts {
   namespace: string;
   group: string;
   /** Entry name (`<group>-<ip>`). */
@@ -113,6 +109,14 @@ export interface RemoteWorkload {
   labels: Readonly<Record<string, string>>;
   serviceAccount?: string;
   locality?: { region?: string; zone?: string; sub_zone?: string };
+}
+
+export interface RemoteWorkload extends WorkloadFacts {
+  /** Replica that registered it, and that process's incarnation. */
+  replica: string;
+  incarnation?: string;
+  /** `NODE/SERVICE_ID` in Consul: one per replica and workload. */
+  registration: string;
   state: "connected" | "lingering" | "gone";
   /** The workload's own health report as its replica heard it; undefined when it has none. */
   health?: { healthy: boolean; message?: string };
@@ -121,16 +125,8 @@ export interface RemoteWorkload {
 }
 
 /** A local workload as the Consul publisher registers it (only those with an entry). */
-export interface PublishedWorkload {
+export interface PublishedWorkload extends WorkloadFacts {
   key: string;
-  namespace: string;
-  group: string;
-  name: string;
-  address: string;
-  proxyId: string;
-  labels: Readonly<Record<string, string>>;
-  serviceAccount?: string;
-  locality?: { region?: string; zone?: string; sub_zone?: string };
   /** A stream to this replica is open; false while the grace period runs. */
   connected: boolean;
   /** Since when it has no stream (connected false). */

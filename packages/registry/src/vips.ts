@@ -177,18 +177,23 @@ export class VipAllocator {
         passed.push(slot);
         slot = (slot + step) % this.slots;
       }
-      this.owner[slot] = k;
-      this.assigned.set(k, { slot, passed });
-      for (const s of passed) {
-        let set = this.passers.get(s);
-        if (!set) this.passers.set(s, (set = new Set()));
-        set.add(k);
-      }
+      this.claim(k, slot, passed);
     }
 
     const changed = new Set<string>();
     for (const [k, slot] of before) if (this.assigned.get(k)?.slot !== slot) changed.add(k);
     return changed;
+  }
+
+  /** Gives `slot` to `k`, remembering the occupied slots its probe passed (their release may move it). */
+  private claim(k: string, slot: number, passed: number[]): void {
+    this.owner[slot] = k;
+    this.assigned.set(k, { slot, passed });
+    for (const s of passed) {
+      let set = this.passers.get(s);
+      if (!set) this.passers.set(s, (set = new Set()));
+      set.add(k);
+    }
   }
 
   /** Frees a key's slot; keys that passed that slot may now stop there, so they are marked for re-probing. */
@@ -226,13 +231,7 @@ export class VipAllocator {
         passed.push(slot);
         slot = (slot + step) % this.slots;
       }
-      this.owner[slot] = k;
-      this.assigned.set(k, { slot, passed });
-      for (const s of passed) {
-        let set = this.passers.get(s);
-        if (!set) this.passers.set(s, (set = new Set()));
-        set.add(k);
-      }
+      this.claim(k, slot, passed);
     }
     const changed = new Set<string>();
     for (const k of new Set([...old.keys(), ...this.keys])) if (this.assigned.get(k)?.slot !== old.get(k)) changed.add(k);
