@@ -26,7 +26,7 @@ import { HEALTH_TYPE_URL } from "@vmpilot/xds/server/resources";
 import { ConsulSimulator } from "./consul-simulator.js";
 import { realConsulBinary, realTarget, REAL_CONSUL_SKIPPED, type ConsulTarget } from "../packages/registry/test/consul-targets.js";
 import { call, type EchoClient, type EchoServer } from "./helpers/echo.js";
-import { eventually, xdsEchoClient } from "./helpers/e2e.js";
+import { collectJsonLines, eventually, xdsEchoClient } from "./helpers/e2e.js";
 import { echoServersOnOnePort, FAST_CONSUL } from "./helpers/consul-e2e.js";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { until } from "./helpers/poll.js";
@@ -113,20 +113,7 @@ class ChildReplica {
       stdio: ["ignore", "ignore", "pipe"],
     });
     const r = new ChildReplica(child);
-    let buf = "";
-    child.stderr!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          r.lines.push(JSON.parse(line) as J);
-        } catch {
-          r.lines.push({ message: line });
-        }
-      }
-    });
+    collectJsonLines(child.stderr!, r.lines);
     const { value } = await eventually("replica A running", 60_000, async () => {
       if (child.exitCode !== null) throw new Error(`replica A exited ${child.exitCode}: ${JSON.stringify(r.lines.slice(-5))}`);
       return r.lines.find((l) => l.message === "vmpilot server running");

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { eventually, serviceEntry } from "./helpers/e2e.js";
+import { collectJsonLines, eventually, serviceEntry } from "./helpers/e2e.js";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { decodeNameTable, NAME_TABLE_RESOURCE_NAME, NAME_TABLE_TYPE_URL } from "@vmpilot/xds/generators/nametable";
@@ -26,20 +26,7 @@ function run(args: string[]): Running {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const r: Running = { child, lines: [], stdout: [], exit: new Promise((resolve) => child.on("close", (code) => resolve(code))) };
-  let buf = "";
-  child.stderr!.on("data", (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        r.lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        r.lines.push({ message: line });
-      }
-    }
-  });
+  collectJsonLines(child.stderr!, r.lines);
   child.stdout!.on("data", (d: Buffer) => r.stdout.push(d.toString()));
   return r;
 }

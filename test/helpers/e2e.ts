@@ -122,6 +122,27 @@ export async function eventually<T>(what: string, timeoutMs: number, check: () =
   return { value, elapsedMs: Date.now() - start };
 }
 
+/**
+ * Collects a child's JSON log lines (winston's JSON format, one object a line) into `into`; a line that is not
+ * JSON is kept as `{ message: line }`, so nothing the child says is lost.
+ */
+export function collectJsonLines(stream: NodeJS.ReadableStream, into: Record<string, unknown>[]): void {
+  let buf = "";
+  stream.on("data", (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        into.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        into.push({ message: line });
+      }
+    }
+  });
+}
+
 // ---- config documents ----
 
 export function serviceEntry(o: { name: string; host: string; port: number; selector?: Record<string, string>; resolution?: string; endpoints?: { address: string; port?: number }[]; namespace?: string }): string {
