@@ -14,10 +14,10 @@ import { parseAgentConfig } from "@vmpilot/agent/config";
 import { memoryLogger } from "@vmpilot/agent/log";
 import { ResourceCache } from "@vmpilot/xds/cache";
 import { resolveServerConfig } from "@vmpilot/xds/server/config";
-import { decodeToJson } from "@vmpilot/xds/protojson";
 import { TypeUrl } from "@vmpilot/xds/protos";
 import { RawAdsClient, testNode } from "./helpers/raw-ads-client.js";
 import { eventually, TestControlPlane } from "./helpers/e2e.js";
+import { EdsRecorder } from "./helpers/eds-recorder.js";
 
 type J = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -80,42 +80,6 @@ class App {
   }
 }
 
-/** An EDS subscriber that ACKs every response and keeps the latest endpoints of CLUSTER. */
-class EdsWatcher {
-  latest: J[] | undefined;
-  responses = 0;
-  private stopped = false;
-  readonly done: Promise<void>;
-  constructor(private readonly client: RawAdsClient<"sotw">) {
-    client.send({ node: testNode("sidecar~10.9.9.9~watcher.shop~shop.svc.cluster.local", { NAMESPACE: "shop" }), type_url: TypeUrl.ClusterLoadAssignment, resource_names: [CLUSTER] });
-    this.done = this.loop();
-  }
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      let r;
-      try {
-        r = await this.client.next(1000);
-      } catch {
-        if (this.client.status) return;
-        continue;
-      }
-      this.responses++;
-      for (const res of r.resources) {
-        const cla = decodeToJson("envoy.config.endpoint.v3.ClusterLoadAssignment", res.value) as J;
-        if (cla.cluster_name === CLUSTER) this.latest = (cla.endpoints ?? []).flatMap((l: J) => l.lb_endpoints ?? []);
-      }
-      this.client.send({ type_url: TypeUrl.ClusterLoadAssignment, resource_names: [CLUSTER], response_nonce: r.nonce, version_info: r.version_info });
-    }
-  }
-  health(): string | undefined {
-    const ep = this.latest?.find((e) => e.endpoint?.address?.socket_address?.address === VM_IP);
-    return ep ? (ep.health_status ?? "UNKNOWN") : undefined;
-  }
-  stop(): void {
-    this.stopped = true;
-  }
-}
-
 describe("WorkloadGroup auto-registration (real control plane, real agent, real probe)", function () {
   this.timeout(120_000);
   let stateDir: string;
@@ -123,7 +87,7 @@ describe("WorkloadGroup auto-registration (real control plane, real agent, real 
   let tcp: TestControlPlane;
   let app: App;
   let agent: Agent | undefined;
-  let eds: EdsWatcher;
+  let eds: EdsRecorder;
   const clients: RawAdsClient<"sotw">[] = [];
   const agentLog = memoryLogger();
 
@@ -157,18 +121,15 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
 `,
       path.join(agentDir, "agent.yaml"),
     );
-    const c = new RawAdsClient(tcp.xdsAddress, "sotw");
-    clients.push(c);
-    eds = new EdsWatcher(c);
+    eds = new EdsRecorder(tcp.xdsAddress, CLUSTER);
     agent = new Agent(cfg, { logger: agentLog });
     await agent.start();
   });
 
   after(async function () {
-    eds?.stop();
+    await eds?.stop();
     await agent?.stop();
     for (const c of clients.splice(0)) c.close();
-    await eds?.done;
     await tcp?.stop();
     await app?.stop();
     for (const d of [stateDir, agentDir]) if (d) await rm(d, { recursive: true, force: true });
@@ -201,12 +162,12 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
     expect(entry.metadata.annotations).to.include({ "istio.io/autoRegistrationGroup": "ratings" });
     expect(entry.status).to.deep.equal({ health: "HEALTHY" });
 
-    await eventually("HEALTHY endpoint in EDS", 20_000, async () => (eds.health() === "HEALTHY" ? true : undefined));
+    await eventually("HEALTHY endpoint in EDS", 20_000, async () => (eds.health(VM_IP) === "HEALTHY" ? true : undefined));
   });
 
   it("turns the endpoint UNHEALTHY (still sent) within about one probe period after the app stops, HEALTHY after it returns", async function () {
     await app.stop();
-    const down = await eventually("UNHEALTHY endpoint in EDS", 20_000, async () => (eds.health() === "UNHEALTHY" ? true : undefined));
+    const down = await eventually("UNHEALTHY endpoint in EDS", 20_000, async () => (eds.health(VM_IP) === "UNHEALTHY" ? true : undefined));
     console.log(`      (app stopped -> UNHEALTHY in EDS: ${down.elapsedMs} ms; probe period 1000 ms)`);
     expect((await registryEndpoint())?.health).to.equal("UNHEALTHY");
     const syncz = await tcp.syncz();
@@ -214,7 +175,7 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
     expect(reporter?.health?.healthy).to.equal(false);
 
     await app.start();
-    const up = await eventually("HEALTHY endpoint in EDS again", 20_000, async () => (eds.health() === "HEALTHY" ? true : undefined));
+    const up = await eventually("HEALTHY endpoint in EDS again", 20_000, async () => (eds.health(VM_IP) === "HEALTHY" ? true : undefined));
     console.log(`      (app back -> HEALTHY in EDS: ${up.elapsedMs} ms)`);
     expect((await registryEndpoint())?.health).to.equal("HEALTHY");
   });
@@ -228,7 +189,7 @@ probe: {httpGet: {path: /healthz, port: ${app.port}}, periodSeconds: 1, failureT
     console.log(`      (agent stopped -> entry removed: ${afterMs} ms; grace period ${GRACE_MS} ms)`);
     expect(afterMs).to.be.at.least(GRACE_MS);
     expect(gone.value).to.equal(true);
-    await eventually("endpoint removed from EDS", 20_000, async () => (eds.latest !== undefined && eds.health() === undefined ? true : undefined));
+    await eventually("endpoint removed from EDS", 20_000, async () => (eds.answers.length > 0 && eds.health(VM_IP) === undefined ? true : undefined));
     const configz = JSON.parse((await tcp.get("/debug/configz")).body) as { configs: J[] };
     expect(configz.configs.some((c) => c.kind === "WorkloadEntry")).to.equal(false);
   });
