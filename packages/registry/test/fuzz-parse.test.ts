@@ -4,18 +4,7 @@ import { expect } from "chai";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseDocuments, type ParseResult } from "@vmpilot/registry";
-
-/** mulberry32: small, seedable, good enough to spread mutations; the seed makes any failure reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../../test/helpers/random.js";
 
 function corpus(): string[] {
   const root = new URL("../../../config/examples/", import.meta.url).pathname;
@@ -146,7 +135,7 @@ describe("parseDocuments under hostile input (seeded fuzz)", function () {
   const CASES = 2000;
 
   it(`never throws and never returns objects from a failing document (${CASES} cases, seed ${SEED})`, () => {
-    const rnd = prng(SEED);
+    const rnd = seededRandom(SEED);
     const texts = corpus();
     const names = Object.keys(MUTATORS);
     let withErrors = 0;

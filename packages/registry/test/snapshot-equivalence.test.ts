@@ -12,18 +12,7 @@ import { parseDocuments } from "../src/parse/index.js";
 import { DEFAULT_MESH, type AnyConfig, type ConfigProblem, type Endpoint, type MeshConfig, type RegistrySnapshot, type Service, type SourceState } from "../src/model.js";
 import { buildSnapshot, buildSnapshotFull } from "../src/snapshot.js";
 import { VipAllocator, allocateVips } from "../src/vips.js";
-
-/** mulberry32: small, seedable, good enough to pick edits. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../../test/helpers/random.js";
 
 class Gen {
   constructor(readonly random: () => number) {}
@@ -229,7 +218,7 @@ interface RunStats {
 }
 
 function runSequence(seed: number, steps: number): RunStats {
-  const g = new Gen(rng(seed));
+  const g = new Gen(seededRandom(seed));
   const files = [new Files("files", "/conf"), new Files("files-2", "/conf2")];
   const provider = new Provider();
   let mesh: MeshConfig = { ...DEFAULT_MESH, trustDomain: "example.org" };
@@ -317,7 +306,7 @@ describe("VipAllocator equals allocateVips", function () {
 
   for (const slots of [7, 31, 257]) {
     it(`keeps the greedy allocation through random additions and removals (${slots} slots, collisions and a full table)`, () => {
-      const g = new Gen(rng(slots));
+      const g = new Gen(seededRandom(slots));
       const alloc = new VipAllocator(slots);
       const keys = new Set<string>();
       let previous = new Map<string, string[]>();

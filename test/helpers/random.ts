@@ -1,0 +1,13 @@
+// Seeded randomness for property and fuzz tests: the seed makes any failure reproducible.
+
+/** mulberry32: small, seedable, good enough to pick edits and mutations (not for anything cryptographic). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
